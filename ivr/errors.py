@@ -23,7 +23,15 @@ class InputError(IvrError, TypeError):
     """A driver passed something that is not an IVR input (``Digits``, ``TicketStatus``, ``CallerHungUp``)."""
 
 
-class PromptRenderError(IvrError, RuntimeError):
+class PromptError(IvrError):
+    """Base class of the prompt sound-file errors."""
+
+
+class PromptNameError(PromptError, ValueError):
+    """A prompt id or language that no sound file can be named after."""
+
+
+class PromptRenderError(PromptError, RuntimeError):
     """Prompt sound files could not be rendered."""
 
 
