@@ -61,7 +61,16 @@ AWAIT_TICKET_STATUS = "ticket-status"
 
 @dataclass(frozen=True)
 class CallState:
-    """Where one call stands in the IVR. Immutable: the engine returns a new one per step."""
+    """Where one call stands in the IVR. Immutable: the engine returns a new one per step.
+
+    ``node`` is the current node id, ``language`` the prompt language, ``path`` the caller's way
+    (see the module docstring), ``failures`` the wrong/missing inputs in a row on this node, ``steps``
+    the inputs taken so far, ``awaiting`` what the engine waits for ("choice", "ticket-number",
+    "ticket-status"; "" once finished), ``ticket_number`` the last number entered on a ticket-status
+    node (kept after the lookup, so an agent reached from the status options can see it).
+    Once ``finished``, exactly one of ``route`` and ``hangup`` is set; ``abandoned`` means the caller
+    hung up (then ``hangup`` is ``Hangup("caller")``).
+    """
 
     node: str
     language: str
@@ -115,17 +124,19 @@ class Engine:
         if isinstance(input, CallerHungUp):
             return Step((CALLER_HANGUP,), self._finish(state, "hangup", hangup=CALLER_HANGUP, abandoned=True))
 
-        node = self.menu.node(state.node)
-        if state.awaiting == AWAIT_CHOICE and isinstance(input, Digits):
+        # A state from another version of the menu (reloaded mid-call) may name a node that is gone.
+        node = self.menu.nodes.get(state.node)
+        if state.awaiting == AWAIT_CHOICE and isinstance(input, Digits) and isinstance(node, MenuNode):
             return self._on_choice(state, node, _keys(input.digits))
-        if state.awaiting == AWAIT_TICKET_NUMBER and isinstance(input, Digits):
-            return self._on_ticket_number(state, node, _keys(input.digits))
-        if (
-            state.awaiting == AWAIT_TICKET_STATUS
-            and isinstance(input, TicketStatus)
-            and input.number == state.ticket_number
-        ):
-            return self._on_ticket_status(state, node, input.status)
+        if isinstance(node, TicketStatusNode):
+            if state.awaiting == AWAIT_TICKET_NUMBER and isinstance(input, Digits):
+                return self._on_ticket_number(state, node, _keys(input.digits))
+            if (
+                state.awaiting == AWAIT_TICKET_STATUS
+                and isinstance(input, TicketStatus)
+                and input.number == state.ticket_number
+            ):
+                return self._on_ticket_status(state, node, input.status)
         return self._enter(self._note(state, "unexpected"), Transition(self.menu.fallback), [])
 
     # --- inputs ---
@@ -194,8 +205,12 @@ class Engine:
                     return Step((*actions, route), self._finish(state, None, route=route))
                 hangup = Hangup(reason=node.reason)
                 return Step((*actions, hangup), self._finish(state, None, hangup=hangup))
-            awaiting = AWAIT_CHOICE if isinstance(node, MenuNode) else AWAIT_TICKET_NUMBER
-            return self._wait(replace(state, awaiting=awaiting, ticket_number=None), actions, _collect(node))
+            if isinstance(node, MenuNode):
+                state = replace(state, awaiting=AWAIT_CHOICE)
+            else:
+                # The last number asked about stays until a new one is asked: the agent may need it.
+                state = replace(state, awaiting=AWAIT_TICKET_NUMBER, ticket_number=None)
+            return self._wait(state, actions, _collect(node))
         raise MenuError(f"{self.menu.source}: announcements loop at node '{node_id}'")  # pragma: no cover
 
     def _wait(self, state: CallState, actions: list[Action], waiting: Collect | LookupTicket) -> Step:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -194,9 +197,10 @@ def test_unknown_ticket_gets_the_not_found_prompt(status):
     assert step.state.path[-1] == "status:not-found"
 
 
-def test_zero_after_the_status_reaches_an_agent():
+def test_zero_after_the_status_reaches_an_agent_who_sees_the_ticket_number():
     step = drive(DEFAULT, "1", "4", "42", TicketStatus("42", "queued"), "0")
     assert step.actions == (Play("connecting"), Route("status", "normal"))
+    assert step.state.ticket_number == "42"
 
 
 @pytest.mark.parametrize("keys", ["5", "*", "00"])
@@ -299,6 +303,23 @@ def test_an_input_of_the_wrong_kind_safely_reaches_an_agent(inputs):
     step = drive(DEFAULT, *inputs)
     assert step.actions == (Play("connecting"), AGENT)
     assert step.state.path[-1].endswith(":unexpected")
+
+
+def test_a_state_naming_a_node_the_menu_no_longer_has_safely_reaches_an_agent():
+    state = replace(drive(DEFAULT, "1").state, node="removed-in-a-menu-update")
+    step = DEFAULT.advance(state, Digits("1"))
+    assert step.actions == (Play("connecting"), AGENT)
+    assert step.state.path[-1] == "removed-in-a-menu-update:unexpected"
+
+
+def test_the_ivr_package_stays_free_of_telephony_web_and_storage_libraries():
+    code = (
+        "import sys, ivr.actions, ivr.engine, ivr.menu, ivr.prompts, ivr.simulator\n"
+        "bad = {'asterisk', 'pyst2', 'twilio', 'flask', 'redis', 'sqlalchemy', 'agi_scripts', 'hotline'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_states_are_immutable_values():
