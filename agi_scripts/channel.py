@@ -60,6 +60,7 @@ class LineTransport:
         self._rfile = rfile
         self._wfile = wfile
         self._sock = sock
+        self.finished = False
 
     @classmethod
     def over_socket(cls, sock: socket.socket, read_timeout: float) -> "LineTransport":
@@ -80,6 +81,8 @@ class LineTransport:
         return raw.decode("utf-8", "replace").rstrip("\r\n")
 
     def send_line(self, line: str) -> None:
+        if self.finished:
+            raise ConnectionClosed("the session was already handed back to the dialplan")
         try:
             self._wfile.write(line.encode("utf-8") + b"\n")
             self._wfile.flush()
@@ -87,9 +90,13 @@ class LineTransport:
             raise ConnectionClosed(f"cannot send to Asterisk: {exc.strerror or exc}") from None
 
     def finish(self, drain_timeout: float = 2.0) -> None:
-        """Half-close, then read what Asterisk still sends (its last ``HANGUP``) until it closes."""
-        if self._sock is None:
+        """Half-close, then read what Asterisk still sends (its last ``HANGUP``) until it closes.
+
+        Asterisk's AGI() returns to the dialplan only now; calling it twice is harmless.
+        """
+        if self._sock is None or self.finished:
             return
+        self.finished = True
         try:
             self._wfile.flush()
             self._sock.shutdown(socket.SHUT_WR)
@@ -180,6 +187,10 @@ class HotlineAGI(pyst.AGI):
                         raise AGIProtocolError("520 usage text without an end")
                     usage.append(more)
             return parse_reply(line)
+
+    def release(self) -> None:
+        """Hand the channel back to the dialplan now; the handler may go on with work that needs no call."""
+        self.transport.finish()
 
     # Commands pyst2 lacks or gets wrong for our use.
 

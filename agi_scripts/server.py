@@ -109,7 +109,11 @@ class FastAGIServer:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        end = time.monotonic() + grace
+        return self.wait_idle(grace)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no session is in progress (tests wait on it instead of sleeping)."""
+        end = time.monotonic() + timeout
         with self._idle:
             while self._active and time.monotonic() < end:
                 self._idle.wait(timeout=max(0.0, end - time.monotonic()))

@@ -37,7 +37,8 @@ class Settings:
     agi_max_sessions: int = 2000
     agi_read_timeout: float = 60.0  # longest wait for one reply from Asterisk
     agi_session_timeout: float = 900.0  # longest a single AGI session may last
-    agi_metrics_port: int = 9573  # Prometheus metrics of the FastAGI server (0: off)
+    agi_metrics_port: int = 9573
+    ticket_io_threads: int = 4  # per FastAGI process: database work beside the IVR (SQLite: one writer anyway)  # Prometheus metrics of the FastAGI server (0: off)
 
     web_host: str = "127.0.0.1"
     web_port: int = 8080

@@ -221,7 +221,7 @@ def _show_ticket(settings: Settings, number: str) -> None:
         return
     from orders.api import ticket_json
 
-    click.echo(json.dumps(ticket_json(view, role=None), ensure_ascii=False, indent=2))
+    click.echo(json.dumps(ticket_json(view, for_department=False), ensure_ascii=False, indent=2))
 
 
 # --- prompts and tokens ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ class Hotline:
 
     def call(self, **kwargs):
         result = place_call(Caller(**kwargs), *self.server.address, timeout=20)
+        assert self.server.wait_idle(20)  # the handler saves the ticket after handing the call back
         ticket = self.services.tickets.get(result.ticket) if result.ticket else None
         return result, ticket
 
@@ -186,6 +187,7 @@ def test_database_down_the_call_routes_and_the_ticket_is_written_once_when_it_is
     server.start()
     try:
         result = place_call(Caller(number="13800138000", keys=["1", "2"]), *server.address)
+        assert server.wait_idle(20)
     finally:
         server.shutdown(grace=5)
     assert _vars(result)["HOTLINE_QUEUE"] == "urgent-zh"  # the caller was not held up by the outage

@@ -9,7 +9,8 @@ still leaves a ticket (abandoned in IVR). A database outage defers the ticket wr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -48,6 +49,7 @@ class IncomingCall:
     region: str = "CN"
     repeat_window: timedelta = timedelta(hours=24)
     clock: Callable[[], datetime] = _utcnow
+    background: Executor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="ticket-io"))
 
     @classmethod
     def from_services(cls, services) -> "IncomingCall":
@@ -57,35 +59,41 @@ class IncomingCall:
         s = services.settings
         return cls(engine=Engine(load_menu(s.menu)), rules=RoutingRules.from_settings(s), tickets=services.tickets,
                    writer=writer_for(services), numbers=TicketNumberAllocator(services.redis, services.session_factory),
-                   region=s.region, repeat_window=timedelta(hours=s.repeat_caller_hours))
+                   region=s.region, repeat_window=timedelta(hours=s.repeat_caller_hours),
+                   background=ThreadPoolExecutor(s.ticket_io_threads, thread_name_prefix="ticket-io"))
 
     def handle(self, agi: HotlineAGI) -> None:
         env = agi.environment
         started = self.clock()
         caller = normalise_caller(env.get("agi_callerid"), self.region)
         ticket = self._open_ticket(env, caller, started)
+        opened = repeat = None
         queue_set = False
         try:
             if ticket is not None:
                 agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
-                self._save(ticket)
+                # Database work runs beside the IVR, not between the caller's key presses.
+                opened = self.background.submit(self._save, ticket)
+                repeat = self.background.submit(self._repeat_caller, caller, ticket.number)
             state = run_ivr(agi, self.engine, self._status_of)
             if state.route is not None:
-                choice = self._choose(state, caller, ticket)
+                choice = self.rules.choose(state.language, state.route.category, state.route.urgency,
+                                           _result(repeat, default=False))
                 self._hand_to_queue(agi, choice, state.language)
                 queue_set = True
-                ticket = self._finish(ticket, state, TicketStatus.queued, CallOutcome.routed, ended=False)
+                agi.release()  # the caller goes on to the queue; the ticket is saved after
+                self._finish(ticket, opened, state, TicketStatus.queued, CallOutcome.routed, ended=False)
                 _CALLS.labels("routed").inc()
             elif state.abandoned:
-                ticket = self._finish(ticket, state, TicketStatus.abandoned_in_ivr, CallOutcome.abandoned_in_ivr)
+                self._finish(ticket, opened, state, TicketStatus.abandoned_in_ivr, CallOutcome.abandoned_in_ivr)
                 _CALLS.labels("abandoned_in_ivr").inc()
             else:  # the caller heard a ticket's status and said goodbye
-                ticket = self._finish(ticket, state, TicketStatus.closed, CallOutcome.status_given)
+                self._finish(ticket, opened, state, TicketStatus.closed, CallOutcome.status_given)
                 _CALLS.labels("status_given").inc()
                 agi.hangup()
         except (ChannelHungUp, pyst.AGIHangup):
-            if ticket is not None and ticket.status == TicketStatus.in_ivr.value:
-                self._finish(ticket, None, TicketStatus.abandoned_in_ivr, CallOutcome.abandoned_in_ivr)
+            if ticket is not None and not queue_set:
+                self._finish(ticket, opened, None, TicketStatus.abandoned_in_ivr, CallOutcome.abandoned_in_ivr)
             _CALLS.labels("abandoned_in_ivr").inc()
             raise
         except Exception:
@@ -93,10 +101,9 @@ class IncomingCall:
             log.exception("incoming call handler failed; sending the caller to the default queue",
                           extra={"event": "incoming.fallback", "ticket": ticket.number if ticket else None})
             _CALLS.labels("fallback").inc()
-            if ticket is not None and ticket.status == TicketStatus.in_ivr.value:
-                self._finish(ticket, None, TicketStatus.queued, CallOutcome.fallback, ended=False)
             if not queue_set:
                 self._hand_to_queue(agi, QueueChoice(self.rules.default_queue, self.rules.priority_normal), None)
+                self._finish(ticket, opened, None, TicketStatus.queued, CallOutcome.fallback, ended=False)
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -122,13 +129,12 @@ class IncomingCall:
         except StorageError:
             return None
 
-    def _choose(self, state: CallState, caller: CallerNumber, ticket: TicketSnapshot | None) -> QueueChoice:
+    def _repeat_caller(self, caller: CallerNumber, number: str) -> bool:
         try:
-            repeat = self.tickets.called_recently(caller.e164, self.repeat_window, now=self.clock(),
-                                                  exclude_number=ticket.number if ticket else None)
+            return self.tickets.called_recently(caller.e164, self.repeat_window, now=self.clock(),
+                                                exclude_number=number)
         except StorageError:
-            repeat = False
-        return self.rules.choose(state.language, state.route.category, state.route.urgency, repeat)
+            return False
 
     def _hand_to_queue(self, agi: HotlineAGI, choice: QueueChoice, language: str | None) -> None:
         if language:
@@ -136,10 +142,11 @@ class IncomingCall:
         agi.set_variable(variables.HOTLINE_PRIORITY, choice.priority)
         agi.set_variable(variables.HOTLINE_QUEUE, choice.queue)  # last: the dialplan's sign that all is set
 
-    def _finish(self, ticket: TicketSnapshot | None, state: CallState | None, status: TicketStatus,
-                outcome: CallOutcome, ended: bool = True) -> TicketSnapshot | None:
+    def _finish(self, ticket: TicketSnapshot | None, opened: Future | None, state: CallState | None,
+                status: TicketStatus, outcome: CallOutcome, ended: bool = True) -> None:
+        """Save the ticket's state at the end of the IVR (after the opening save, which it supersedes)."""
         if ticket is None:
-            return None
+            return
         now = self.clock()
         changes = {"status": status.value, "outcome": outcome.value}
         if state is not None:
@@ -150,13 +157,24 @@ class IncomingCall:
                 changes.update(category="status")
         if ended:
             changes["ended_at"] = now
-        ticket = ticket.next(now, **changes)
-        self._save(ticket)
-        return ticket
+        _result(opened, default=None, timeout=None)
+        self._save(ticket.next(now, **changes))
 
     def _save(self, ticket: TicketSnapshot) -> None:
         how = self.writer.save(ticket)
         _WRITES.labels(str(getattr(how, "value", how))).inc()
+
+
+def _result(future: Future | None, default, timeout: float | None = 2.0):
+    """A background lookup's answer, or ``default`` when it is missing, failed or late."""
+    if future is None:
+        return default
+    try:
+        return future.result(timeout=timeout)
+    except Exception:
+        log.warning("a background ticket task failed or was late", exc_info=True,
+                    extra={"event": "incoming.background_failed"})
+        return default
 
 
 def _known(value: str | None) -> str | None:
