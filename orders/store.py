@@ -1,0 +1,290 @@
+"""TicketStore: tickets in the database, written from snapshots so that a retry can never do harm.
+
+``save`` is an idempotent upsert keyed by the ticket number. A snapshot is applied only if its revision
+is higher than the stored one, with a compare-and-set on the revision, so duplicates, stale retries and
+concurrent workers all end with the newest snapshot stored once.
+
+Once an agent has taken a ticket (its status has left orders.lifecycle.CALL_PHASE), a late snapshot
+still records what the call owns (the call record, IVR path, language) but no longer touches status,
+category, urgency or department: a retry delivered after the agent started work must not undo it.
+A snapshot may set ``confidential``, never clear it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, func, select, true, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from orders.errors import SnapshotConflict, StorageError, StorageUnavailable, safe_error_text
+from orders.lifecycle import CALL_PHASE, TicketStatus
+from orders.models import CallRecord, Ticket, TicketSequence
+from orders.snapshot import TicketSnapshot
+from orders.views import CallView, TicketFilter, TicketView
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TicketStore", "TicketSequenceStore", "TicketFilter", "TicketView", "CallView"]
+
+_MAX_ATTEMPTS = 50
+
+_TICKET_FIELDS = (
+    "caller_raw", "caller_e164", "caller_kind", "channel", "language", "ivr_path", "category",
+    "urgency", "confidential", "status", "department", "created_at", "updated_at",
+)
+_CALL_OWNED = ("caller_raw", "caller_e164", "caller_kind", "channel", "language", "ivr_path")
+
+
+class _Contended(Exception):
+    """Another writer changed the ticket between our read and our write: read again."""
+
+
+def _unreachable(exc: sa_exc.SQLAlchemyError) -> bool:
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+@contextlib.contextmanager
+def _database_errors(action: str) -> Iterator[None]:
+    """Turn SQLAlchemy errors into ours; their text is reduced so no parameter (phone number) leaks."""
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as exc:
+        if _unreachable(exc):
+            error: StorageError = StorageUnavailable(
+                f"the ticket database cannot be reached while {action}: {safe_error_text(exc)}"
+            )
+        else:
+            error = StorageError(f"the ticket database failed while {action}: {safe_error_text(exc)}")
+        error.original = exc  # for a debugger; deliberately not chained into tracebacks
+        raise error from None
+
+
+class TicketStore:
+    """Tickets over a SQLAlchemy session factory. Every method raises StorageUnavailable when the
+    database cannot be reached and StorageError for other database failures."""
+
+    def __init__(self, session_factory: sessionmaker) -> None:
+        self._session_factory = session_factory
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def save(self, snapshot: TicketSnapshot) -> bool:
+        """Store ``snapshot`` unless the stored ticket already has this revision or a newer one.
+
+        Returns True if something was written. Raises SnapshotConflict if the number (or the call's
+        uniqueid) already belongs to another call.
+        """
+        last_error = "the ticket kept changing under us"
+        with _database_errors(f"saving ticket {snapshot.number}"):
+            for _ in range(_MAX_ATTEMPTS):
+                try:
+                    with self._session_factory.begin() as session:
+                        return self._apply(session, snapshot)
+                except _Contended:
+                    continue
+                except sa_exc.IntegrityError as exc:
+                    # Usually a concurrent insert of the same number: the next round reads the winner's row.
+                    last_error = safe_error_text(exc)
+                    continue
+            raise StorageError(f"ticket {snapshot.number} not saved after {_MAX_ATTEMPTS} attempts ({last_error})")
+
+    def _apply(self, session: Session, snap: TicketSnapshot) -> bool:
+        row = session.execute(
+            select(Ticket.id, Ticket.revision, Ticket.status, Ticket.created_at, Ticket.updated_at,
+                   Ticket.confidential).where(Ticket.number == snap.number)
+        ).one_or_none()
+        if row is None:
+            if snap.has_call:
+                owner = session.scalar(
+                    select(Ticket.number).join(CallRecord, CallRecord.ticket_id == Ticket.id)
+                    .where(CallRecord.uniqueid == snap.uniqueid)
+                )
+                if owner == snap.number:
+                    raise _Contended  # a concurrent save inserted this very ticket after our first read
+                if owner is not None:
+                    raise SnapshotConflict(
+                        f"call {snap.uniqueid} already belongs to another ticket; ticket {snap.number} not saved"
+                    )
+            ticket = Ticket(number=snap.number, revision=snap.revision,
+                            **{name: getattr(snap, name) for name in _TICKET_FIELDS})
+            session.add(ticket)
+            session.flush()
+            if snap.has_call:
+                session.add(CallRecord(ticket_id=ticket.id, **_call_values(snap)))
+                session.flush()
+            return True
+
+        if row.created_at != snap.created_at:
+            raise SnapshotConflict(
+                f"ticket number {snap.number} already belongs to a ticket opened at {row.created_at.isoformat()}; "
+                f"the snapshot opened at {snap.created_at.isoformat()} was not saved"
+            )
+        if row.revision >= snap.revision:
+            return False
+
+        if TicketStatus(row.status) in CALL_PHASE:
+            values = {name: getattr(snap, name) for name in _TICKET_FIELDS if name != "created_at"}
+        else:
+            values = {name: getattr(snap, name) for name in _CALL_OWNED}
+        values["confidential"] = row.confidential or snap.confidential
+        values["updated_at"] = max(row.updated_at, snap.updated_at)
+        values["revision"] = snap.revision
+        result = session.execute(
+            update(Ticket).where(Ticket.id == row.id, Ticket.revision == row.revision).values(**values)
+        )
+        if result.rowcount != 1:
+            raise _Contended
+        if snap.has_call:
+            call = session.scalars(select(CallRecord).where(CallRecord.uniqueid == snap.uniqueid)).one_or_none()
+            if call is None:
+                session.add(CallRecord(ticket_id=row.id, **_call_values(snap)))
+            elif call.ticket_id != row.id:
+                raise SnapshotConflict(
+                    f"call {snap.uniqueid} already belongs to another ticket; ticket {snap.number} not saved"
+                )
+            else:
+                for name, value in _call_values(snap).items():
+                    setattr(call, name, value)
+            session.flush()
+        return True
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def get(self, number: str) -> TicketView | None:
+        with _database_errors(f"reading ticket {number}"), self._session_factory() as session:
+            ticket = session.scalars(select(Ticket).where(Ticket.number == number)).one_or_none()
+            if ticket is None:
+                return None
+            return _views(session, [ticket])[0]
+
+    def status_of(self, number: str) -> str | None:
+        with _database_errors(f"reading the status of ticket {number}"), self._session_factory() as session:
+            return session.scalar(select(Ticket.status).where(Ticket.number == number))
+
+    def called_recently(
+        self,
+        caller_e164: str | None,
+        within: timedelta,
+        now: datetime | None = None,
+        exclude_number: str | None = None,
+    ) -> bool:
+        """Whether this caller opened a ticket in the last ``within`` (other than ``exclude_number``)."""
+        if not caller_e164:
+            return False
+        now = now or datetime.now(timezone.utc)
+        query = select(Ticket.id).where(Ticket.caller_e164 == caller_e164, Ticket.created_at >= now - within)
+        if exclude_number is not None:
+            query = query.where(Ticket.number != exclude_number)
+        with _database_errors("looking up a caller's recent tickets"), self._session_factory() as session:
+            return session.scalar(query.limit(1)) is not None
+
+    def search(self, filters: TicketFilter) -> tuple[list[TicketView], int]:
+        """Tickets matching ``filters``, newest first, one page of them, and how many match in all."""
+        conditions: list[Any] = [
+            getattr(Ticket, name) == getattr(filters, name)
+            for name in ("status", "category", "urgency", "language", "channel", "caller_e164", "department")
+            if getattr(filters, name) is not None
+        ]
+        if filters.created_from is not None:
+            conditions.append(Ticket.created_at >= filters.created_from)
+        if filters.created_to is not None:
+            conditions.append(Ticket.created_at < filters.created_to)
+        where = and_(true(), *conditions)
+        with _database_errors("searching tickets"), self._session_factory() as session:
+            total = session.scalar(select(func.count()).select_from(Ticket).where(where))
+            tickets = session.scalars(
+                select(Ticket).where(where).order_by(Ticket.created_at.desc(), Ticket.id.desc())
+                .limit(filters.limit).offset(filters.offset)
+            ).all()
+            return _views(session, list(tickets)), int(total or 0)
+
+
+def _call_values(snap: TicketSnapshot) -> dict[str, Any]:
+    return {
+        "uniqueid": snap.uniqueid,
+        "linkedid": snap.linkedid,
+        "channel": snap.call_channel,
+        "dialed_number": snap.dialed_number,
+        "started_at": snap.started_at,
+        "answered_at": snap.answered_at,
+        "ended_at": snap.ended_at,
+        "outcome": snap.outcome,
+    }
+
+
+def _views(session: Session, tickets: list[Ticket]) -> list[TicketView]:
+    calls: dict[int, list[CallView]] = {ticket.id: [] for ticket in tickets}
+    if tickets:
+        records = session.scalars(
+            select(CallRecord).where(CallRecord.ticket_id.in_(calls)).order_by(CallRecord.started_at, CallRecord.id)
+        )
+        for record in records:
+            calls[record.ticket_id].append(
+                CallView(
+                    uniqueid=record.uniqueid,
+                    linkedid=record.linkedid,
+                    channel=record.channel,
+                    dialed_number=record.dialed_number,
+                    started_at=record.started_at,
+                    answered_at=record.answered_at,
+                    ended_at=record.ended_at,
+                    outcome=record.outcome,
+                )
+            )
+    return [
+        TicketView(
+            number=t.number, caller_raw=t.caller_raw, caller_e164=t.caller_e164, caller_kind=t.caller_kind,
+            channel=t.channel, language=t.language, ivr_path=t.ivr_path, category=t.category, urgency=t.urgency,
+            confidential=t.confidential, status=t.status, department=t.department, created_at=t.created_at,
+            updated_at=t.updated_at, revision=t.revision, calls=tuple(calls[t.id]),
+        )
+        for t in tickets
+    ]
+
+
+class TicketSequenceStore:
+    """The database side of ticket numbering (orders.ticket_numbers): the highest number issued for a
+    day, and the fallback counter used while Redis is down."""
+
+    def __init__(self, session_factory: sessionmaker) -> None:
+        self._session_factory = session_factory
+
+    def highest_sequence(self, day: str, max_digits: int) -> int:
+        """The largest sequence among tickets numbered ``day`` + at most ``max_digits`` digits; 0 if none."""
+        length = func.length(Ticket.number)
+        query = (
+            select(Ticket.number)
+            .where(Ticket.number > day, Ticket.number <= day + "9" * max_digits, length <= len(day) + max_digits)
+            .order_by(length.desc(), Ticket.number.desc())
+            .limit(1)
+        )
+        with _database_errors(f"reading the last ticket number of {day}"), self._session_factory() as session:
+            number = session.scalar(query)
+        return int(number[len(day):]) if number else 0
+
+    def next_fallback(self, day: str) -> int:
+        """Add one to the day's fallback counter and return it (1 for the first of the day)."""
+        with _database_errors(f"numbering a ticket of {day} in the database"):
+            for _ in range(_MAX_ATTEMPTS):
+                try:
+                    with self._session_factory.begin() as session:
+                        bumped = session.execute(
+                            update(TicketSequence).where(TicketSequence.day == day)
+                            .values(last_value=TicketSequence.last_value + 1)
+                        )
+                        if bumped.rowcount == 1:
+                            return session.scalar(select(TicketSequence.last_value).where(TicketSequence.day == day))
+                        session.add(TicketSequence(day=day, last_value=1))
+                        session.flush()
+                        return 1
+                except sa_exc.IntegrityError:
+                    continue  # another process created the day's row first; bump it instead
+            raise StorageError(f"could not number a ticket of {day} in the database; retry later")

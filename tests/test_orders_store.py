@@ -1,0 +1,198 @@
+"""TicketStore on the real PostgreSQL and on SQLite: saves, revisions, concurrency, reads."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select, update
+
+from hotline.db import make_engine, make_session_factory
+from orders.errors import InvalidFilter, SnapshotConflict, StorageUnavailable
+from orders.models import CallRecord, Ticket
+from orders.store import TicketFilter, TicketStore
+from tests.orders_fixtures import T0, make_snapshot, store, unreachable_database_url  # noqa: F401
+
+MOBILE = "+8613800138000"
+
+
+def count(session_factory, model):
+    with session_factory() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_save_and_get(store):
+    snap = make_snapshot(category="water", confidential=True)
+    assert store.save(snap) is True
+    view = store.get(snap.number)
+    assert (view.number, view.caller_raw, view.caller_e164, view.caller_kind) == (snap.number, "13800138000", MOBILE, "mobile")
+    assert (view.status, view.category, view.confidential, view.revision) == ("in_ivr", "water", True, 1)
+    assert view.created_at == T0 and view.created_at.tzinfo is not None
+    assert view.call.uniqueid == snap.uniqueid and view.call.started_at == T0 and view.call.outcome is None
+    assert store.status_of(snap.number) == "in_ivr"
+    assert store.get("2026112899999") is None and store.status_of("2026112899999") is None
+
+
+def test_newer_revision_updates_ticket_and_call(store):
+    snap = make_snapshot()
+    store.save(snap)
+    end = T0 + timedelta(seconds=45)
+    final = snap.next(now=end, status="queued", category="traffic", urgency="high", ivr_path="language:1>main:3",
+                      answered_at=T0 + timedelta(seconds=1), ended_at=end, outcome="routed")
+    assert store.save(final) is True
+    view = store.get(snap.number)
+    assert (view.revision, view.status, view.category, view.urgency, view.ivr_path) == (2, "queued", "traffic", "high", "language:1>main:3")
+    assert view.updated_at == end
+    assert (view.call.ended_at, view.call.outcome) == (end, "routed")
+    assert len(view.calls) == 1
+
+
+def test_duplicate_and_older_snapshots_are_no_ops(store, session_factory):
+    first = make_snapshot()
+    second = first.next(status="queued", outcome="routed")
+    assert store.save(second) is True
+    assert store.save(second) is False  # the same retry again
+    assert store.save(first) is False  # an old retry arriving late
+    view = store.get(first.number)
+    assert (view.revision, view.status, view.call.outcome) == (2, "queued", "routed")
+    assert count(session_factory, Ticket) == 1 and count(session_factory, CallRecord) == 1
+
+
+def test_late_snapshot_does_not_undo_an_agents_work(store, session_factory):
+    snap = make_snapshot(confidential=True)
+    store.save(snap)
+    with session_factory.begin() as session:  # an agent took the call and classified it
+        session.execute(update(Ticket).values(status="in_progress", category="noise", department="city-management"))
+    late = snap.next(status="queued", category="traffic", confidential=False, ivr_path="language:1>main:2",
+                     ended_at=T0 + timedelta(minutes=1), outcome="routed")
+    assert store.save(late) is True
+    view = store.get(snap.number)
+    assert (view.status, view.category, view.department) == ("in_progress", "noise", "city-management")
+    assert view.confidential is True  # a snapshot may set it, never clear it
+    assert (view.ivr_path, view.revision, view.call.outcome) == ("language:1>main:2", 2, "routed")
+
+
+def test_a_number_reused_by_another_call_is_refused(store):
+    store.save(make_snapshot())
+    other = make_snapshot(revision=2, created_at=T0 + timedelta(hours=1), caller="13900139000", uniqueid="1764300000.1")
+    with pytest.raises(SnapshotConflict) as err:
+        store.save(other)
+    assert "13900139000" not in str(err.value)
+    assert store.get(other.number).caller_raw == "13800138000"
+
+
+def test_a_call_cannot_open_two_tickets(store):
+    store.save(make_snapshot(number="2026112800001", uniqueid="1764297000.7"))
+    with pytest.raises(SnapshotConflict, match="call 1764297000.7 already belongs"):
+        store.save(make_snapshot(number="2026112800002", uniqueid="1764297000.7"))
+
+
+def test_ticket_without_a_call(store):
+    from orders.snapshot import TicketSnapshot
+
+    snap = TicketSnapshot(number="2026112800003", revision=1, caller_raw="", caller_e164=None,
+                          caller_kind="withheld", created_at=T0)
+    assert store.save(snap)
+    assert store.get(snap.number).calls == ()
+
+
+def _run_together(count_, target):
+    barrier = threading.Barrier(count_)
+    results, errors = [None] * count_, []
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = target(i)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count_)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return results
+
+
+def test_concurrent_saves_of_the_same_snapshot_write_it_once(store, session_factory):
+    snap = make_snapshot()
+    results = _run_together(8, lambda i: store.save(snap))
+    assert results.count(True) == 1 and results.count(False) == 7
+    assert count(session_factory, Ticket) == 1 and count(session_factory, CallRecord) == 1
+
+
+def test_concurrent_revisions_end_with_the_newest(store):
+    base = make_snapshot()
+    snaps = [base]
+    for i in range(7):
+        snaps.append(snaps[-1].next(ivr_path=f"step:{i}", status="queued"))
+    random.Random(7).shuffle(snaps)
+    _run_together(len(snaps), lambda i: store.save(snaps[i]))
+    view = store.get(base.number)
+    assert view.revision == 8 and view.ivr_path == "step:6"
+
+
+def test_called_recently(store):
+    store.save(make_snapshot(number="2026112800001", created_at=T0))
+    store.save(make_snapshot(number="2026112800002", caller="13900139000", created_at=T0 - timedelta(hours=30),
+                             uniqueid="1.2"))
+    now = T0 + timedelta(hours=2)
+    assert store.called_recently(MOBILE, timedelta(hours=24), now=now)
+    assert not store.called_recently(MOBILE, timedelta(hours=1), now=now)
+    assert not store.called_recently(MOBILE, timedelta(hours=24), now=now, exclude_number="2026112800001")
+    assert not store.called_recently("+8613900139000", timedelta(hours=24), now=now)
+    assert store.called_recently("+8613900139000", timedelta(hours=48), now=now)
+    assert not store.called_recently(None, timedelta(hours=24), now=now)
+
+
+def test_search(store):
+    for i in range(12):
+        store.save(make_snapshot(
+            number=f"20261128{i + 1:05d}", uniqueid=f"1.{i}", created_at=T0 + timedelta(minutes=i),
+            status="queued" if i % 2 else "in_ivr", category="water" if i < 4 else "traffic",
+            urgency="high" if i == 5 else "normal", language="en" if i == 7 else "zh-CN",
+            caller="13900139000" if i in (3, 9) else "13800138000",
+        ))
+    views, total = store.search(TicketFilter())
+    assert total == 12 and [v.number for v in views][:2] == ["2026112800012", "2026112800011"]
+    assert all(v.call is not None for v in views)
+
+    assert store.search(TicketFilter(status="queued"))[1] == 6
+    assert store.search(TicketFilter(category="water", status="queued"))[1] == 2
+    assert [v.number for v in store.search(TicketFilter(urgency="high"))[0]] == ["2026112800006"]
+    assert [v.number for v in store.search(TicketFilter(language="en"))[0]] == ["2026112800008"]
+    assert [v.number for v in store.search(TicketFilter(caller_e164="+8613900139000"))[0]] == ["2026112800010", "2026112800004"]
+    window = TicketFilter(created_from=T0 + timedelta(minutes=2), created_to=T0 + timedelta(minutes=5))
+    assert [v.number for v in store.search(window)[0]] == ["2026112800005", "2026112800004", "2026112800003"]
+    page, total = store.search(TicketFilter(limit=5, offset=10))
+    assert total == 12 and [v.number for v in page] == ["2026112800002", "2026112800001"]
+    assert store.search(TicketFilter(department="water-company")) == ([], 0)
+    assert store.search(TicketFilter(channel="phone"))[1] == 12
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"limit": 501}, "limit"), ({"limit": 0}, "limit"), ({"offset": -1}, "offset"), ({"status": "lost"}, "status"),
+     ({"created_from": datetime(2026, 11, 28)}, "time zone")],
+)
+def test_bad_filters(kwargs, message):
+    with pytest.raises(InvalidFilter, match=message):
+        TicketFilter(**kwargs)
+
+
+def test_unreachable_database_raises_storage_unavailable(database_url, tmp_path):
+    engine = make_engine(unreachable_database_url(database_url, tmp_path))
+    store_ = TicketStore(make_session_factory(engine))
+    try:
+        for call in (lambda: store_.save(make_snapshot()), lambda: store_.get("1"), lambda: store_.status_of("1"),
+                     lambda: store_.search(TicketFilter()),
+                     lambda: store_.called_recently(MOBILE, timedelta(hours=1))):
+            with pytest.raises(StorageUnavailable) as err:
+                call()
+            assert "13800138000" not in str(err.value) and err.value.__cause__ is None
+    finally:
+        engine.dispose()
