@@ -1,0 +1,101 @@
+"""The RQ side of ticket writes: a job that saves a snapshot, retried for about a day.
+
+Run a worker with the scheduler, or retries never come due::
+
+    rq worker --with-scheduler --url redis://... hotline
+
+A job that still fails after the last retry stays in the queue's FailedJobRegistry (kept a year) with
+its error. Once the cause is fixed an operator requeues it, which is always safe (saves are idempotent)::
+
+    rq requeue --queue hotline --all --url redis://...
+
+or from Python: ``requeue_failed(queue)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from rq import Queue, Retry
+from rq.job import Job
+
+from orders.snapshot import TicketSnapshot
+from orders.store import TicketStore
+
+log = logging.getLogger(__name__)
+
+#: Seconds between attempts: quick at first (a database restart), then every 10 minutes for ~24 hours.
+#: RQ takes interval i for retry i only when the list is as long as ``max``, hence the padding.
+RETRY_INTERVALS: tuple[int, ...] = (5, 15, 30, 60, 120, 300) + (600,) * 138
+FAILURE_TTL = timedelta(days=365)
+JOB_TIMEOUT = 60
+JOB_ID_PREFIX = "ticket-"
+
+_store: TicketStore | None = None
+
+
+def default_retry() -> Retry:
+    return Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS))
+
+
+def enqueue_snapshot(queue: Queue, data: dict[str, Any], retry: Retry | None = None) -> Job:
+    """Queue ``data`` (TicketSnapshot.to_dict()) for saving; raises InvalidSnapshot before queuing junk.
+
+    The job's description and id carry the ticket number only: RQ logs them, and the caller's number
+    must stay out of logs.
+    """
+    snapshot = TicketSnapshot.from_dict(data)
+    return queue.enqueue(
+        save_ticket_snapshot,
+        data,
+        retry=retry or default_retry(),
+        job_id=f"{JOB_ID_PREFIX}{snapshot.number}-r{snapshot.revision}-{uuid.uuid4().hex[:8]}",
+        description=f"save ticket {snapshot.number} revision {snapshot.revision}",
+        job_timeout=JOB_TIMEOUT,
+        failure_ttl=int(FAILURE_TTL.total_seconds()),
+    )
+
+
+def make_enqueue(queue: Queue):
+    """The ``enqueue`` callable TicketWriter wants, bound to ``queue``."""
+    return functools.partial(enqueue_snapshot, queue)
+
+
+def configure(store: TicketStore | None) -> None:
+    """Set the store jobs of this process save into (None: build it from the settings on first use)."""
+    global _store
+    _store = store
+
+
+def _current_store() -> TicketStore:
+    global _store
+    if _store is None:
+        from config import load_settings
+        from hotline.db import make_engine, make_session_factory
+
+        _store = TicketStore(make_session_factory(make_engine(load_settings().database_url)))
+    return _store
+
+
+def save_ticket_snapshot(data: dict[str, Any]) -> bool:
+    """The job: save one snapshot. Raises StorageUnavailable (or any other error) so RQ retries."""
+    snapshot = TicketSnapshot.from_dict(data)
+    changed = _current_store().save(snapshot)
+    log.info("ticket %s revision %d %s", snapshot.number, snapshot.revision,
+             "saved" if changed else "already stored (no change)")
+    return changed
+
+
+def requeue_failed(queue: Queue) -> int:
+    """Put every failed ticket job of ``queue`` back in the queue (other jobs stay); returns how many."""
+    registry = queue.failed_job_registry
+    count = 0
+    for job_id in registry.get_job_ids():
+        if job_id.startswith(JOB_ID_PREFIX):
+            registry.requeue(job_id)
+            count += 1
+    return count
