@@ -49,12 +49,14 @@ class ServerLimits:
 
 class FastAGIServer:
     def __init__(self, registry: HandlerRegistry, host: str = "127.0.0.1", port: int = 4573,
-                 limits: ServerLimits = ServerLimits()):
+                 limits: ServerLimits = ServerLimits(), reuse_port: bool = False):
         self.registry = registry
         self.limits = limits
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # several processes on one port; the kernel spreads the connections
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self._sock.bind((host, port))
         self._sock.listen(min(4096, max(128, limits.max_sessions)))
         self._sock.settimeout(0.2)  # how often the accept loop looks at the stop flag

