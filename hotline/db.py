@@ -12,7 +12,12 @@ class Base(DeclarativeBase):
 
 
 def make_engine(database_url: str, **kwargs) -> Engine:
-    """An engine tuned for many short transactions from many threads."""
+    """An engine tuned for many short transactions from many threads.
+
+    ``hide_parameters``: SQLAlchemy's error messages would otherwise carry the statement's parameters,
+    a caller's number among them, into logs.
+    """
+    kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
         from pathlib import Path
 

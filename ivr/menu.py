@@ -243,7 +243,7 @@ _MISSING = object()
 _TOP_REQUIRED = {"start", "fallback", "nodes", "prompts"}
 _TOP_OPTIONAL = {
     "description", "default_language", "max_inputs", "max_failures", "timeout_ms",
-    "invalid_prompt", "no_input_prompt",
+    "invalid_prompt", "no_input_prompt", "dialplan_prompts",
 }
 _INPUT_OPTIONAL = {
     "timeout_ms", "on_no_input", "on_invalid", "on_failure", "max_failures", "invalid_prompt", "no_input_prompt",
@@ -369,6 +369,11 @@ class _Checker:
             nodes[node_id] = self.node(node_id, raw)
 
         prompts = self.prompts(data["prompts"])
+        dialplan_prompts = data.get("dialplan_prompts", [])
+        if not isinstance(dialplan_prompts, list) or not all(isinstance(p, str) for p in dialplan_prompts):
+            raise self.fail(None, "'dialplan_prompts' must be a list of prompt ids")
+        for prompt_id in dialplan_prompts:  # played by asterisk/extensions.conf and queues.conf, not by a node
+            self.prompt_refs.setdefault(prompt_id, "dialplan_prompts")
 
         if start not in nodes:
             raise self.fail(None, f"'start' names an unknown node '{start}'{_suggest(start, nodes)}")
