@@ -294,8 +294,10 @@ def _show_ticket(settings: Settings, number: str) -> None:
 
 @main.command()
 @click.option("--force", is_flag=True, help="Re-render every file, recorded ones included.")
+@click.option("--sounds-dir", type=click.Path(file_okay=False), default=None,
+              help="Asterisk's sounds folder (default: sounds_dir, i.e. <data_dir>/sounds).")
 @click.pass_context
-def prompts(ctx: click.Context, force: bool) -> None:
+def prompts(ctx: click.Context, force: bool, sounds_dir: str | None) -> None:
     """Render the menu's prompt texts into 8 kHz WAV files under sounds_dir/<lang>/hotline/."""
     from ivr.errors import MenuError, PromptError
     from ivr.menu import load_menu
@@ -303,10 +305,11 @@ def prompts(ctx: click.Context, force: bool) -> None:
 
     settings = _settings(ctx)
     try:
-        written = render_prompts(load_menu(settings.menu), settings.sounds_dir, force=force)
+        target = Path(sounds_dir) if sounds_dir else settings.sounds_dir
+        written = render_prompts(load_menu(settings.menu), target, force=force)
     except (MenuError, PromptError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{len(written)} prompt files written under {settings.sounds_dir}")
+    click.echo(f"{len(written)} prompt files written under {target} (files already up to date are kept)")
 
 
 @main.group()
