@@ -13,7 +13,6 @@ A snapshot may set ``confidential``, never clear it.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -23,12 +22,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from orders.errors import SnapshotConflict, StorageError, StorageUnavailable, safe_error_text
-from orders.lifecycle import CALL_PHASE, TicketStatus
+from orders.lifecycle import CALL_PHASE
 from orders.models import CallRecord, Ticket, TicketSequence
 from orders.snapshot import TicketSnapshot
 from orders.views import CallView, TicketFilter, TicketView
-
-log = logging.getLogger(__name__)
 
 __all__ = ["TicketStore", "TicketSequenceStore", "TicketFilter", "TicketView", "CallView"]
 
@@ -38,6 +35,7 @@ _TICKET_FIELDS = (
     "caller_raw", "caller_e164", "caller_kind", "channel", "language", "ivr_path", "category",
     "urgency", "confidential", "status", "department", "created_at", "updated_at",
 )
+_CALL_PHASE_VALUES = frozenset(status.value for status in CALL_PHASE)
 _CALL_OWNED = ("caller_raw", "caller_e164", "caller_kind", "channel", "language", "ivr_path")
 
 
@@ -130,7 +128,7 @@ class TicketStore:
         if row.revision >= snap.revision:
             return False
 
-        if TicketStatus(row.status) in CALL_PHASE:
+        if row.status in _CALL_PHASE_VALUES:
             values = {name: getattr(snap, name) for name in _TICKET_FIELDS if name != "created_at"}
         else:
             values = {name: getattr(snap, name) for name in _CALL_OWNED}

@@ -71,7 +71,8 @@ class TicketFilter:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        for name, enum in (("status", TicketStatus), ("urgency", Urgency), ("language", Language), ("channel", Channel)):
+        enums = (("status", TicketStatus), ("urgency", Urgency), ("language", Language), ("channel", Channel))
+        for name, enum in enums:
             value = getattr(self, name)
             if value is None:
                 continue

@@ -102,7 +102,9 @@ def test_from_dict_refuses_junk(data, message):
     revision=st.integers(1, 10**6),
     status=st.sampled_from(list(TicketStatus)),
     ivr_path=st.text(max_size=50).filter(lambda s: "\x00" not in s),
-    moment=st.datetimes(timezones=st.sampled_from([timezone.utc, ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")])),
+    moment=st.datetimes(
+        timezones=st.sampled_from([timezone.utc, ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")])
+    ),
 )
 def test_round_trip_property(revision, status, ivr_path, moment):
     snap = make_snapshot(revision=revision, status=status, ivr_path=ivr_path, created_at=moment, ended_at=moment)
