@@ -80,7 +80,8 @@ def normalise_caller(raw: str | None, region: str = "CN", local_area_code: str |
         return CallerNumber(text, _e164(number), _kind(number, region))
     if not dialable.startswith(("+", "0")) and shortnumberinfo.is_valid_short_number_for_region(number, region):
         return CallerNumber(text, None, SERVICE)
-    if local_area_code and _AREA_CODE.fullmatch(local_area_code) and _LOCAL_NUMBER.fullmatch(dialable):
+    area_known = isinstance(local_area_code, str) and _AREA_CODE.fullmatch(local_area_code)
+    if area_known and _LOCAL_NUMBER.fullmatch(dialable):
         try:
             local = phonenumbers.parse(f"0{local_area_code}{dialable}", region)
         except phonenumbers.NumberParseException:

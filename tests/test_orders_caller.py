@@ -107,7 +107,7 @@ def test_normalise_never_raises_and_e164_is_valid(text):
         assert number.kind in {"service", "withheld", "invalid"}
 
 
-@given(st.from_regex(r"\A[+]?(00|0)?(86)?[0-9 \-]{0,16}\Z"), st.sampled_from([None, "898", "10", "x"]))
+@given(st.from_regex(r"\A[+]?(00|0)?(86)?[0-9 \-]{0,16}\Z"), st.sampled_from([None, "898", "10", "x", 898, ""]))
 @settings(max_examples=500)
 def test_normalise_digit_strings(text, area):
     number = normalise_caller(text, local_area_code=area)
