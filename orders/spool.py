@@ -102,7 +102,7 @@ class SnapshotSpool:
                 _fsync_dir(self.path.parent)
                 if rest:
                     break
-            kept += sum(len(_read_lines(path)) for path in sorted(self.path.parent.glob(self.path.name + ".replaying.*")))
+            kept += sum(len(_read_lines(path)) for path in self.path.parent.glob(self.path.name + ".replaying.*"))
             return handled, kept
 
 

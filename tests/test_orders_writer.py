@@ -309,3 +309,32 @@ def test_no_branch_logs_the_callers_number(pg_proxy, redis_down, rq_queue, tmp_p
     for record in caplog.records:
         text = record.getMessage()
         assert CALLER_DIGITS not in text and "8613800138000" not in text
+
+
+def test_spool_appends_from_many_threads_while_replaying_lose_nothing(tmp_path):
+    import threading
+
+    from orders.spool import SnapshotSpool
+
+    spool = SnapshotSpool(tmp_path / "spool" / "tickets.jsonl")
+    taken: list[int] = []
+    barrier = threading.Barrier(9)
+
+    def append(worker):
+        barrier.wait()
+        for i in range(40):
+            spool.append({"worker": worker, "i": i, "pad": "x" * 500})
+
+    def replay():
+        barrier.wait()
+        for _ in range(20):
+            spool.replay(lambda data, line: taken.append(data["worker"] * 100 + data["i"]) or True)
+
+    threads = [threading.Thread(target=append, args=(w,)) for w in range(8)] + [threading.Thread(target=replay)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spool.replay(lambda data, line: taken.append(data["worker"] * 100 + data["i"]) or True)
+    assert sorted(taken) == sorted(w * 100 + i for w in range(8) for i in range(40))
+    assert spool.pending() == 0
