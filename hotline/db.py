@@ -46,6 +46,9 @@ def make_engine(database_url: str, **kwargs) -> Engine:
     kwargs.setdefault("pool_timeout", 60)
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    if database_url.startswith("postgresql"):
+        # A host that drops packets must not hold a caller's ticket save for minutes.
+        kwargs.setdefault("connect_args", {"connect_timeout": 2})
     return create_engine(database_url, **kwargs)
 
 

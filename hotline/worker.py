@@ -8,6 +8,7 @@ would also fork the database connection pool.
 from __future__ import annotations
 
 import logging
+import threading
 
 from rq import Queue, SimpleWorker
 
@@ -16,6 +17,8 @@ from hotline.services import build_services
 
 log = logging.getLogger("hotline.worker")
 
+SPOOL_REPLAY_SECONDS = 60.0
+
 
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     from orders import jobs
@@ -23,12 +26,24 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
 
     services = build_services(settings)
     jobs.configure(services.tickets)
-    handled, kept = writer_for(services).replay_spool()
-    if handled or kept:
-        log.info("ticket spool replayed", extra={"event": "worker.spool", "handled": handled, "kept": kept})
+    writer = writer_for(services)
+    writer.replay_spool()
+    stop = threading.Event()
+    if not burst:  # snapshots spooled later (a FastAGI process lost Redis) are picked up within a minute
+        threading.Thread(target=_replay_spool_every, args=(writer, SPOOL_REPLAY_SECONDS, stop), daemon=True,
+                         name="spool-replay").start()
     queue = Queue(settings.rq_queue, connection=services.redis)
     worker = SimpleWorker([queue], connection=services.redis)
     try:
         return worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     finally:
+        stop.set()
         services.close()
+
+
+def _replay_spool_every(writer, seconds: float, stop: threading.Event) -> None:
+    while not stop.wait(seconds):
+        try:
+            writer.replay_spool()
+        except Exception:
+            log.exception("ticket spool replay failed; trying again later")
