@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, select, true, update
+from sqlalchemy import and_, bindparam, func, select, true, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,20 @@ _TICKET_FIELDS = (
 )
 _CALL_PHASE_VALUES = frozenset(status.value for status in CALL_PHASE)
 _CALL_OWNED = ("caller_raw", "caller_e164", "caller_kind", "channel", "language", "ivr_path")
+
+
+_T = Ticket.__table__
+_C = CallRecord.__table__
+_READ_TICKET = select(_T.c.id, _T.c.revision, _T.c.status, _T.c.created_at, _T.c.updated_at,
+                      _T.c.confidential).where(_T.c.number == bindparam("number"))
+_CALL_OWNER = (select(_T.c.number).select_from(_C.join(_T, _C.c.ticket_id == _T.c.id))
+               .where(_C.c.uniqueid == bindparam("uniqueid")))
+_READ_CALL = select(_C.c.id, _C.c.ticket_id).where(_C.c.uniqueid == bindparam("uniqueid"))
+_INSERT_TICKET = _T.insert()
+_INSERT_CALL = _C.insert()
+_UPDATE_CALL = _C.update().where(_C.c.id == bindparam("_id"))
+# The compare-and-set on the revision; the SET clause comes from the parameters given at execution.
+_UPDATE_TICKET = _T.update().where(_T.c.id == bindparam("_id"), _T.c.revision == bindparam("_revision"))
 
 
 class _Contended(Exception):
@@ -95,29 +109,24 @@ class TicketStore:
             raise StorageError(f"ticket {snapshot.number} not saved after {_MAX_ATTEMPTS} attempts ({last_error})")
 
     def _apply(self, session: Session, snap: TicketSnapshot) -> bool:
-        row = session.execute(
-            select(Ticket.id, Ticket.revision, Ticket.status, Ticket.created_at, Ticket.updated_at,
-                   Ticket.confidential).where(Ticket.number == snap.number)
-        ).one_or_none()
+        # Core statements built once (module level) and run on the session's connection: a save runs on
+        # every call, twice, and building ORM statements each time was most of its cost (bench/ticket_store.py).
+        conn = session.connection()
+        row = conn.execute(_READ_TICKET, {"number": snap.number}).one_or_none()
         if row is None:
             if snap.has_call:
-                owner = session.scalar(
-                    select(Ticket.number).join(CallRecord, CallRecord.ticket_id == Ticket.id)
-                    .where(CallRecord.uniqueid == snap.uniqueid)
-                )
+                owner = conn.execute(_CALL_OWNER, {"uniqueid": snap.uniqueid}).scalar()
                 if owner == snap.number:
                     raise _Contended  # a concurrent save inserted this very ticket after our first read
                 if owner is not None:
                     raise SnapshotConflict(
                         f"call {snap.uniqueid} already belongs to another ticket; ticket {snap.number} not saved"
                     )
-            ticket = Ticket(number=snap.number, revision=snap.revision,
-                            **{name: getattr(snap, name) for name in _TICKET_FIELDS})
-            session.add(ticket)
-            session.flush()
+            values = {name: getattr(snap, name) for name in _TICKET_FIELDS}
+            values.update(number=snap.number, revision=snap.revision)
+            ticket_id = conn.execute(_INSERT_TICKET, values).inserted_primary_key[0]
             if snap.has_call:
-                session.add(CallRecord(ticket_id=ticket.id, **_call_values(snap)))
-                session.flush()
+                conn.execute(_INSERT_CALL, {"ticket_id": ticket_id, **_call_values(snap)})
             return True
 
         if row.created_at != snap.created_at:
@@ -135,23 +144,19 @@ class TicketStore:
         values["confidential"] = row.confidential or snap.confidential
         values["updated_at"] = max(row.updated_at, snap.updated_at)
         values["revision"] = snap.revision
-        result = session.execute(
-            update(Ticket).where(Ticket.id == row.id, Ticket.revision == row.revision).values(**values)
-        )
+        result = conn.execute(_UPDATE_TICKET, {"_id": row.id, "_revision": row.revision, **values})
         if result.rowcount != 1:
             raise _Contended
         if snap.has_call:
-            call = session.scalars(select(CallRecord).where(CallRecord.uniqueid == snap.uniqueid)).one_or_none()
+            call = conn.execute(_READ_CALL, {"uniqueid": snap.uniqueid}).one_or_none()
             if call is None:
-                session.add(CallRecord(ticket_id=row.id, **_call_values(snap)))
+                conn.execute(_INSERT_CALL, {"ticket_id": row.id, **_call_values(snap)})
             elif call.ticket_id != row.id:
                 raise SnapshotConflict(
                     f"call {snap.uniqueid} already belongs to another ticket; ticket {snap.number} not saved"
                 )
             else:
-                for name, value in _call_values(snap).items():
-                    setattr(call, name, value)
-            session.flush()
+                conn.execute(_UPDATE_CALL, {"_id": call.id, **_call_values(snap)})
         return True
 
     # -- reading ---------------------------------------------------------------------------------
