@@ -218,3 +218,40 @@ def test_database_down_the_call_routes_and_the_ticket_is_written_once_when_it_is
 def _filter(**kwargs):
     from orders.views import TicketFilter
     return TicketFilter(**kwargs)
+
+
+def test_no_log_line_carries_the_callers_number(hotline, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    hotline.call(number="13812345678", keys=["1", "2"])
+    hotline.call(number="13812345678", keys=["1", "1"], hangup_at=3)
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "12345678" not in text
+
+
+def test_the_classic_process_per_call_script_runs_the_same_handler(settings, engine, session_factory):
+    """``AGI(hotline-agi-incoming)``: Asterisk starts the script and talks over its stdin/stdout."""
+    import os
+    import subprocess
+    import sys
+    from agi_scripts.simulator import SimulatedChannel
+
+    channel = SimulatedChannel(Caller(number="13500135000", keys=["2", "3"]))
+    env = dict(os.environ, HOTLINE_DATA_DIR=str(settings.data_dir), HOTLINE_DATABASE_URL=settings.database_url,
+               HOTLINE_REDIS_URL=settings.redis_url, HOTLINE_RQ_QUEUE=settings.rq_queue)
+    proc = subprocess.Popen([sys.executable, "-m", "agi_scripts.incoming"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdin.write("".join(line + "\n" for line in channel.env_lines()).encode())
+    proc.stdin.flush()
+    for raw in proc.stdout:
+        for reply in channel.respond(raw.decode().rstrip("\n")):
+            proc.stdin.write((reply + "\n").encode())
+        proc.stdin.flush()
+    proc.stdin.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 0, stderr
+    assert "13500135000" not in stderr
+    v = {k: val.strip('"') for k, val in channel.variables.items()}
+    assert (v["HOTLINE_QUEUE"], v["HOTLINE_LANG"]) == ("hotline-en", "en")
+    ticket = TicketStore(session_factory).get(v["HOTLINE_TICKET"])
+    assert ticket is not None and ticket.status == "queued" and ticket.category == "traffic"
