@@ -225,3 +225,26 @@ def place_call(caller: Caller, host: str = "127.0.0.1", port: int = 4573, timeou
             if line.lower().startswith("failure"):
                 break
     return CallResult(dict(channel.variables), channel.transcript, channel.commands, channel.hung_up)
+
+
+def place_classic_call(command: list[str], caller: Caller, env: dict[str, str] | None = None,
+                       timeout: float = 60.0) -> tuple[CallResult, int, str]:
+    """Run a classic AGI script as Asterisk does (one process, stdin/stdout) for one call.
+
+    Returns the call, the script's exit status and what it wrote to stderr (Asterisk's log).
+    """
+    import subprocess
+
+    channel = SimulatedChannel(caller)
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    proc.stdin.write("".join(line + "\n" for line in channel.env_lines()).encode())
+    proc.stdin.flush()
+    for raw in proc.stdout:
+        for reply in channel.respond(raw.decode("utf-8", "replace").rstrip("\n")):
+            proc.stdin.write((reply + "\n").encode())
+        proc.stdin.flush()
+    proc.stdin.close()
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    status = proc.wait(timeout=timeout)
+    return CallResult(dict(channel.variables), channel.transcript, channel.commands, channel.hung_up), status, stderr

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agi_scripts.simulator import Caller, SimulatedChannel  # noqa: E402
+from agi_scripts.simulator import Caller, SimulatedChannel, place_classic_call  # noqa: E402
 
 KEYS = [["1", "1"], ["1", "2"], ["2", "3"], ["1", "0"], ["2", "1"], ["", ""]]
 
@@ -118,18 +118,10 @@ async def throughput_phase(port: int, calls: int, concurrency: int, budget: floa
 
 def classic_call(env: dict, keys: list[str]) -> bool:
     """One call through a fresh ``python -m agi_scripts.incoming`` process, as AGI(script) runs it."""
-    channel = SimulatedChannel(Caller(number=f"139{random.randrange(10**8):08d}", keys=list(keys)))
-    proc = subprocess.Popen([sys.executable, "-m", "agi_scripts.incoming"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-    proc.stdin.write("".join(line + "\n" for line in channel.env_lines()).encode())
-    proc.stdin.flush()
-    for raw in proc.stdout:
-        for reply in channel.respond(raw.decode().rstrip("\n")):
-            proc.stdin.write((reply + "\n").encode())
-        proc.stdin.flush()
-    proc.stdin.close()
-    proc.wait(timeout=30)
-    return "HOTLINE_QUEUE" in channel.variables
+    result, _status, _stderr = place_classic_call([sys.executable, "-m", "agi_scripts.incoming"],
+                                                  Caller(number=f"139{random.randrange(10**8):08d}", keys=list(keys)),
+                                                  dict(env, PYTHONPATH=str(ROOT)))
+    return "HOTLINE_QUEUE" in result.variables
 
 
 def classic_phase(env: dict, calls: int, budget: float) -> tuple[int, float]:

@@ -232,26 +232,16 @@ def test_no_log_line_carries_the_callers_number(hotline, caplog):
 def test_the_classic_process_per_call_script_runs_the_same_handler(settings, engine, session_factory):
     """``AGI(hotline-agi-incoming)``: Asterisk starts the script and talks over its stdin/stdout."""
     import os
-    import subprocess
     import sys
-    from agi_scripts.simulator import SimulatedChannel
+    from agi_scripts.simulator import place_classic_call
 
-    channel = SimulatedChannel(Caller(number="13500135000", keys=["2", "3"]))
     env = dict(os.environ, HOTLINE_DATA_DIR=str(settings.data_dir), HOTLINE_DATABASE_URL=settings.database_url,
                HOTLINE_REDIS_URL=settings.redis_url, HOTLINE_RQ_QUEUE=settings.rq_queue)
-    proc = subprocess.Popen([sys.executable, "-m", "agi_scripts.incoming"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    proc.stdin.write("".join(line + "\n" for line in channel.env_lines()).encode())
-    proc.stdin.flush()
-    for raw in proc.stdout:
-        for reply in channel.respond(raw.decode().rstrip("\n")):
-            proc.stdin.write((reply + "\n").encode())
-        proc.stdin.flush()
-    proc.stdin.close()
-    stderr = proc.stderr.read().decode()
-    assert proc.wait(timeout=30) == 0, stderr
+    result, status, stderr = place_classic_call([sys.executable, "-m", "agi_scripts.incoming"],
+                                                Caller(number="13500135000", keys=["2", "3"]), env)
+    assert status == 0, stderr
     assert "13500135000" not in stderr
-    v = {k: val.strip('"') for k, val in channel.variables.items()}
+    v = {k: val.strip('"') for k, val in result.variables.items()}
     assert (v["HOTLINE_QUEUE"], v["HOTLINE_LANG"]) == ("hotline-en", "en")
     ticket = TicketStore(session_factory).get(v["HOTLINE_TICKET"])
     assert ticket is not None and ticket.status == "queued" and ticket.category == "traffic"
