@@ -270,21 +270,25 @@ def _show_ticket(settings: Settings, number: str) -> None:
     import json
 
     from hotline.services import build_services
+    from orders.api import ticket_json
     from orders.errors import StorageUnavailable
 
     services = build_services(settings)
     try:
-        view = services.tickets.get(number)
+        # The server saves the ticket's final state just after handing the call back: give it a moment.
+        for _ in range(30):
+            view = services.tickets.get(number)
+            if view is not None and view.status != "in_ivr":
+                break
+            time.sleep(0.1)
     except StorageUnavailable:
         click.echo(f"ticket {number}: the database is unreachable; the ticket is queued for writing")
         return
     finally:
         services.close()
     if view is None:
-        click.echo(f"ticket {number}: not in the database yet (deferred write pending)")
+        click.echo(f"ticket {number}: not in the database yet (its write is deferred until the database answers)")
         return
-    from orders.api import ticket_json
-
     click.echo(json.dumps(ticket_json(view, for_department=False), ensure_ascii=False, indent=2))
 
 
