@@ -245,3 +245,28 @@ def test_the_classic_process_per_call_script_runs_the_same_handler(settings, eng
     assert (v["HOTLINE_QUEUE"], v["HOTLINE_LANG"]) == ("hotline-en", "en")
     ticket = TicketStore(session_factory).get(v["HOTLINE_TICKET"])
     assert ticket is not None and ticket.status == "queued" and ticket.category == "traffic"
+
+
+def test_a_session_past_its_time_budget_still_queues_the_caller(settings, engine, session_factory, redis_conn):
+    """The budget ends the menu, not the call: the caller goes to the default queue and the ticket says so."""
+    import dataclasses
+    services, server = _start(dataclasses.replace(settings, agi_session_timeout=0.001), engine, session_factory,
+                              redis_conn)
+    try:
+        result = place_call(Caller(keys=["1", "2"]), *server.address)
+        assert server.wait_idle(20)
+    finally:
+        server.shutdown(grace=5)
+    assert _vars(result)["HOTLINE_QUEUE"] == "hotline-zh"
+    ticket = TicketStore(session_factory).get(result.ticket)
+    assert ticket.status == "queued" and ticket.call.outcome == "fallback"
+
+
+def test_a_broken_menu_lookup_still_queues_the_caller(hotline, monkeypatch):
+    def broken(number):
+        raise RuntimeError("a bug")
+    handler = hotline.server.registry.get("incoming")
+    monkeypatch.setattr(handler, "_status_of", broken)
+    result, ticket = hotline.call(keys=["1", "4", "2026112800001#"])
+    assert _vars(result)["HOTLINE_QUEUE"] == "hotline-zh"
+    assert ticket.call.outcome == "fallback"

@@ -102,8 +102,11 @@ class IncomingCall:
                           extra={"event": "incoming.fallback", "ticket": ticket.number if ticket else None})
             _CALLS.labels("fallback").inc()
             if not queue_set:
-                self._hand_to_queue(agi, QueueChoice(self.rules.default_queue, self.rules.priority_normal), None)
                 self._finish(ticket, opened, None, TicketStatus.queued, CallOutcome.fallback, ended=False)
+                agi.deadline = None  # past its time budget or not, the session still hands the caller on
+                if ticket is not None:
+                    agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
+                self._hand_to_queue(agi, QueueChoice(self.rules.default_queue, self.rules.priority_normal), None)
 
     # -- the steps ---------------------------------------------------------------------------------
 
