@@ -198,3 +198,27 @@ def test_clean_shutdown_waits_for_calls_in_progress():
     assert True in results
     with pytest.raises(OSError):
         socket.create_connection(server.address, timeout=1)
+
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_any_bytes_after_a_valid_block_end_only_that_session(served, chunks):
+    server, _ = served
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"agi_network_script: keys\n\n")
+        for chunk in chunks:
+            try:
+                sock.sendall(chunk + b"\n")
+            except OSError:
+                break
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(5)
+        try:
+            while sock.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    _still_serves(server)
