@@ -173,7 +173,12 @@ def _serve_metrics(settings: Settings) -> None:
     if port:
         from hotline.metrics import serve as serve_metrics
 
-        serve_metrics(port, settings.agi_host)
+        try:
+            serve_metrics(port, settings.agi_host)
+        except OSError as exc:  # calls matter more than metrics: serve them anyway
+            logging.getLogger("hotline.agi").error(
+                "metrics not served: port %d unavailable (%s)", port, exc.strerror or exc,
+                extra={"event": "agi.metrics_unavailable"})
 
 
 @main.command()
