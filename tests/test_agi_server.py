@@ -45,6 +45,18 @@ def _still_serves(server):
     assert result.variables["PRESSED"] == '"7"' or result.variables["PRESSED"] == "7"
 
 
+def _drain(sock) -> bytes:
+    """Everything the server sends until it closes (a reset counts as closed)."""
+    sock.settimeout(10)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
 def _raw_session(address, payload: bytes, read=True) -> bytes:
     with socket.create_connection(address, timeout=5) as sock:
         sock.sendall(payload)
@@ -96,9 +108,7 @@ def test_malformed_starts_are_closed_and_the_server_keeps_serving(served, payloa
     with socket.create_connection(server.address, timeout=5) as sock:
         sock.sendall(payload)
         sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(5)
-        while sock.recv(4096):
-            pass
+        _drain(sock)
     _still_serves(server)
 
 
@@ -108,9 +118,7 @@ def test_garbage_replies_end_only_that_session(served):
         sock.sendall(b"agi_network_script: keys\n\n")
         assert sock.makefile("rb").readline().startswith(b"GET DATA")
         sock.sendall(b"what is this\n")
-        sock.settimeout(5)
-        while sock.recv(4096):
-            pass
+        _drain(sock)
     _still_serves(server)
 
 
@@ -127,13 +135,7 @@ def test_asterisk_that_never_answers_a_command_is_timed_out(served):
     server, _ = served
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"agi_network_script: keys\n\n")
-        sock.settimeout(10)
-        data = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = _drain(sock)
     assert data == b"GET DATA hotline/menu 3000 1\n"
     _still_serves(server)
 
@@ -158,11 +160,7 @@ def test_sessions_beyond_the_bound_are_closed_at_once_for_the_dialplan_fallback(
         handler.entered.wait(0.05)
     with socket.create_connection(server.address, timeout=5) as sock:
         sock.sendall(b"agi_network_script: keys\n\n")
-        sock.settimeout(5)
-        try:  # closed without a word: the dialplan finds no HOTLINE_QUEUE and uses its fallback
-            assert sock.recv(4096) == b""
-        except ConnectionResetError:
-            pass
+        assert _drain(sock) == b""  # closed without a word: the dialplan finds no HOTLINE_QUEUE and falls back
     handler.block = False
     handler.release.set()
     for t in holders:
@@ -215,10 +213,5 @@ def test_any_bytes_after_a_valid_block_end_only_that_session(served, chunks):
             except OSError:
                 break
         sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(5)
-        try:
-            while sock.recv(4096):
-                pass
-        except ConnectionResetError:
-            pass
+        _drain(sock)
     _still_serves(server)
