@@ -49,7 +49,8 @@ class SimulatedChannel:
     def __init__(self, caller: Caller, host: str = "127.0.0.1", port: int = 4573):
         self.caller = caller
         self.host, self.port = host, port
-        self.variables: dict[str, str] = {"CHANNEL(language)": "zh"}
+        # A call's first channel has its own uniqueid as linkedid.
+        self.variables: dict[str, str] = {"CHANNEL(language)": "zh", "CHANNEL(linkedid)": caller.uniqueid}
         self.keys = list(caller.keys)
         self.commands = 0
         self.hung_up = False

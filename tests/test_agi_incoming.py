@@ -82,6 +82,7 @@ def test_each_menu_branch_routes_and_opens_a_ticket(hotline, keys, queue, priori
                                                                                 language)
     assert ticket.caller_e164 == "+8613800138000" and ticket.caller_kind == "mobile"
     assert ticket.call.outcome == "routed" and ticket.call.ended_at is None
+    assert ticket.call.uniqueid == ticket.call.linkedid == result.transcript[6].split(": ", 1)[1]
     assert ticket.ivr_path.startswith("language:")
     assert result.transcript[-1] == "<<< HANGUP"  # the server half-closed and Asterisk said its last word
 

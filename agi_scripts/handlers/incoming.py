@@ -8,6 +8,7 @@ still leaves a ticket (abandoned in IVR). A database outage defers the ticket wr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class IncomingCall:
         try:
             if ticket is not None:
                 agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
+                # The agi_* block has no linkedid; AMI queue events and CDRs join calls on it.
+                ticket = dataclasses.replace(ticket, linkedid=agi.get_variable(variables.CHANNEL_LINKEDID) or None)
                 # Database work runs beside the IVR, not between the caller's key presses.
                 opened = self.background.submit(self._save, ticket)
                 repeat = self.background.submit(self._repeat_caller, caller, ticket.number)
@@ -121,7 +124,7 @@ class IncomingCall:
         return TicketSnapshot(
             number=number, revision=1, caller_raw=caller.raw, caller_e164=caller.e164, caller_kind=caller.kind,
             created_at=now, language=self.engine.menu.default_language, status=TicketStatus.in_ivr.value,
-            uniqueid=env.get("agi_uniqueid") or None, linkedid=env.get("agi_linkedid") or None,
+            uniqueid=env.get("agi_uniqueid") or None,
             call_channel=env.get("agi_channel") or None, dialed_number=_known(env.get("agi_dnid")),
             started_at=now,
         )
