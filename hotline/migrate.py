@@ -34,24 +34,22 @@ def make_config(database_url: str | None = None) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database at ``database_url`` up to ``revision``; a no-op if it is there already."""
-    engine = make_engine(database_url)
-    try:
-        with engine.begin() as connection:
-            config = make_config(database_url)
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
+    _run(command.upgrade, database_url, revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
     """Take the database back to ``revision`` ("base" drops every table the migrations made)."""
+    _run(command.downgrade, database_url, revision)
+
+
+def _run(alembic_command, database_url: str, revision: str) -> None:
+    """Run an Alembic command in one transaction on our own engine (URL forms, SQLite pragmas)."""
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
             config = make_config(database_url)
             config.attributes["connection"] = connection
-            command.downgrade(config, revision)
+            alembic_command(config, revision)
     finally:
         engine.dispose()
 
