@@ -24,6 +24,18 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]
 
 
+@contextlib.contextmanager
+def _services(settings: Settings):
+    """The process's Services for the length of a command, closed at its end."""
+    from hotline.services import build_services
+
+    services = build_services(settings)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
 @click.group()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML settings file (also HOTLINE_CONFIG).")
@@ -107,23 +119,21 @@ def agi(ctx: click.Context, processes: int | None) -> None:
 
 def _run_agi_process(settings: Settings, reuse_port: bool) -> None:
     from agi_scripts.app import build_server
-    from hotline.services import build_services
 
-    services = build_services(settings)
-    server = build_server(services, reuse_port=reuse_port)
-    stopping = threading.Event()
+    with _services(settings) as services:
+        server = build_server(services, reuse_port=reuse_port)
+        stopping = threading.Event()
 
-    def _stop(*_):
-        if not stopping.is_set():
-            stopping.set()
-            threading.Thread(target=server.shutdown, kwargs={"grace": 15}, daemon=True).start()
+        def _stop(*_):
+            if not stopping.is_set():
+                stopping.set()
+                threading.Thread(target=server.shutdown, kwargs={"grace": 15}, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    _serve_metrics(settings)
-    server.serve_forever()
-    server.shutdown(grace=15)
-    services.close()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        _serve_metrics(settings)
+        server.serve_forever()
+        server.shutdown(grace=15)
 
 
 def _supervise(count: int, run: Callable[[int], None]) -> None:
@@ -187,16 +197,11 @@ def web(ctx: click.Context) -> None:
     """Run the web API alone (waitress)."""
     import waitress
 
-    from hotline.services import build_services
     from hotline.web import create_app
 
-    with embedded_redis(_settings(ctx)) as settings:
-        services = build_services(settings)
-        try:
-            waitress.serve(create_app(services), host=settings.web_host, port=settings.web_port,
-                           threads=settings.web_threads, ident="hotline")
-        finally:
-            services.close()
+    with embedded_redis(_settings(ctx)) as settings, _services(settings) as services:
+        waitress.serve(create_app(services), host=settings.web_host, port=settings.web_port,
+                       threads=settings.web_threads, ident="hotline")
 
 
 @main.command()
@@ -274,23 +279,20 @@ def call(ctx, caller, dialled, press, hangup_at, script, host, port, quiet) -> N
 def _show_ticket(settings: Settings, number: str) -> None:
     import json
 
-    from hotline.services import build_services
     from orders.api import ticket_json
     from orders.errors import StorageUnavailable
 
-    services = build_services(settings)
     try:
-        # The server saves the ticket's final state just after handing the call back: give it a moment.
-        for _ in range(30):
-            view = services.tickets.get(number)
-            if view is not None and view.status != "in_ivr":
-                break
-            time.sleep(0.1)
+        with _services(settings) as services:
+            # The server saves the ticket's final state just after handing the call back: give it a moment.
+            for _ in range(30):
+                view = services.tickets.get(number)
+                if view is not None and view.status != "in_ivr":
+                    break
+                time.sleep(0.1)
     except StorageUnavailable:
         click.echo(f"ticket {number}: the database is unreachable; the ticket is queued for writing")
         return
-    finally:
-        services.close()
     if view is None:
         click.echo(f"ticket {number}: not in the database yet (its write is deferred until the database answers)")
         return
@@ -333,16 +335,13 @@ def token() -> None:
 def token_create(ctx, name, role, department) -> None:
     """Create a token and print it once (only its hash is stored)."""
     from hotline.auth import TokenError, create_token
-    from hotline.services import build_services
     from hotline.tokens import Role
 
-    services = build_services(_settings(ctx))
     try:
-        click.echo(create_token(services.session_factory, name, Role(role), department))
+        with _services(_settings(ctx)) as services:
+            click.echo(create_token(services.session_factory, name, Role(role), department))
     except TokenError as exc:
         raise click.ClickException(str(exc)) from None
-    finally:
-        services.close()
 
 
 @token.command("list")
@@ -350,15 +349,10 @@ def token_create(ctx, name, role, department) -> None:
 def token_list(ctx) -> None:
     """List tokens (names and roles, never the tokens)."""
     from hotline.auth import list_tokens
-    from hotline.services import build_services
 
-    services = build_services(_settings(ctx))
-    try:
+    with _services(_settings(ctx)) as services:
         for t in list_tokens(services.session_factory):
-            click.echo("\t".join(str(x) for x in (t.name, t.role.value if hasattr(t.role, "value") else t.role,
-                                                   t.department or "-", "revoked" if t.revoked_at else "active")))
-    finally:
-        services.close()
+            click.echo("\t".join((t.name, t.role.value, t.department or "-", "active" if t.active else "revoked")))
 
 
 @token.command("revoke")
@@ -367,15 +361,12 @@ def token_list(ctx) -> None:
 def token_revoke(ctx, name_or_token) -> None:
     """Revoke a token by its name or the token itself."""
     from hotline.auth import TokenError, revoke_token
-    from hotline.services import build_services
 
-    services = build_services(_settings(ctx))
     try:
-        revoke_token(services.session_factory, name_or_token)
+        with _services(_settings(ctx)) as services:
+            revoke_token(services.session_factory, name_or_token)
     except TokenError as exc:
         raise click.ClickException(str(exc)) from None
-    finally:
-        services.close()
     click.echo("revoked")
 
 
