@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from agi_scripts import variables
-from agi_scripts.channel import ChannelHungUp, HotlineAGI
+from agi_scripts.channel import HotlineAGI
 from agi_scripts.ivr_driver import run_ivr
 from asterisk import agi as pyst
 from hotline import metrics
@@ -69,7 +69,7 @@ class IncomingCall:
         caller = normalise_caller(env.get("agi_callerid"), self.region)
         ticket = self._open_ticket(env, caller, started)
         opened = repeat = None
-        queue_set = False
+        queue_set = closed = False  # closed: the ticket's end-of-IVR state is saved
         try:
             if ticket is not None:
                 agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
@@ -85,27 +85,29 @@ class IncomingCall:
                 self._hand_to_queue(agi, choice, state.language)
                 queue_set = True
                 agi.release()  # the caller goes on to the queue; the ticket is saved after
-                self._finish(ticket, opened, state, TicketStatus.queued, CallOutcome.routed, ended=False)
-                _CALLS.labels("routed").inc()
+                outcome, status, ended = CallOutcome.routed, TicketStatus.queued, False
             elif state.abandoned:
-                self._finish(ticket, opened, state, TicketStatus.abandoned_in_ivr, CallOutcome.abandoned_in_ivr)
-                _CALLS.labels("abandoned_in_ivr").inc()
+                outcome, status, ended = CallOutcome.abandoned_in_ivr, TicketStatus.abandoned_in_ivr, True
             else:  # the caller heard a ticket's status and said goodbye
-                self._finish(ticket, opened, state, TicketStatus.closed, CallOutcome.status_given)
-                _CALLS.labels("status_given").inc()
+                outcome, status, ended = CallOutcome.status_given, TicketStatus.closed, True
+            self._finish(ticket, opened, state, status, outcome, ended)
+            closed = True
+            _CALLS.labels(outcome.value).inc()
+            if outcome is CallOutcome.status_given:
                 agi.hangup()
-        except (ChannelHungUp, pyst.AGIHangup):
-            if ticket is not None and not queue_set:
+        except pyst.AGIHangup:  # ChannelHungUp, ConnectionClosed: the caller is gone
+            if not closed and not queue_set:
                 self._finish(ticket, opened, None, TicketStatus.abandoned_in_ivr, CallOutcome.abandoned_in_ivr)
-            _CALLS.labels("abandoned_in_ivr").inc()
+                _CALLS.labels(CallOutcome.abandoned_in_ivr.value).inc()
             raise
         except Exception:
             # A bug or an outage we did not foresee: the caller still reaches an agent.
             log.exception("incoming call handler failed; sending the caller to the default queue",
                           extra={"event": "incoming.fallback", "ticket": ticket.number if ticket else None})
-            _CALLS.labels("fallback").inc()
+            _CALLS.labels(CallOutcome.fallback.value).inc()
             if not queue_set:
-                self._finish(ticket, opened, None, TicketStatus.queued, CallOutcome.fallback, ended=False)
+                if not closed:
+                    self._finish(ticket, opened, None, TicketStatus.queued, CallOutcome.fallback, ended=False)
                 agi.deadline = None  # past its time budget or not, the session still hands the caller on
                 if ticket is not None:
                     agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
