@@ -62,8 +62,7 @@ class FastAGIServer:
         self._sock.settimeout(0.2)  # how often the accept loop looks at the stop flag
         self._stopping = threading.Event()
         self._active = 0
-        self._active_lock = threading.Lock()
-        self._idle = threading.Condition(self._active_lock)
+        self._idle = threading.Condition()  # guards _active; notified when a session ends
         self._thread: threading.Thread | None = None
 
     @property
@@ -86,7 +85,7 @@ class FastAGIServer:
                 if self._stopping.is_set():
                     break
                 raise
-            with self._active_lock:
+            with self._idle:
                 admitted = self._active < self.limits.max_sessions
                 if admitted:
                     self._active += 1
@@ -101,7 +100,7 @@ class FastAGIServer:
         self._sock.close()
 
     def start(self) -> threading.Thread:
-        """Serve in a background thread (tests, ``hotline serve``)."""
+        """Serve in a background thread (tests; the commands call serve_forever themselves)."""
         self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="agi-accept")
         self._thread.start()
         return self._thread
