@@ -82,7 +82,7 @@ class IncomingCall:
             if state.route is not None:
                 choice = self.rules.choose(state.language, state.route.category, state.route.urgency,
                                            _result(repeat, default=False))
-                self._hand_to_queue(agi, choice, state.language)
+                self._hand_to_queue(agi, choice)
                 queue_set = True
                 agi.release()  # the caller goes on to the queue; the ticket is saved after
                 outcome, status, ended = CallOutcome.routed, TicketStatus.queued, False
@@ -111,7 +111,7 @@ class IncomingCall:
                 agi.deadline = None  # past its time budget or not, the session still hands the caller on
                 if ticket is not None:
                     agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
-                self._hand_to_queue(agi, QueueChoice(self.rules.default_queue, self.rules.priority_normal), None)
+                self._hand_to_queue(agi, QueueChoice(self.rules.default_queue, self.rules.priority_normal))
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -144,9 +144,8 @@ class IncomingCall:
         except StorageError:
             return False
 
-    def _hand_to_queue(self, agi: HotlineAGI, choice: QueueChoice, language: str | None) -> None:
-        if language:
-            agi.set_variable(variables.HOTLINE_LANG, language)
+    def _hand_to_queue(self, agi: HotlineAGI, choice: QueueChoice) -> None:
+        # HOTLINE_LANG is already set: the IVR driver sets it with every change of language.
         agi.set_variable(variables.HOTLINE_PRIORITY, choice.priority)
         agi.set_variable(variables.HOTLINE_QUEUE, choice.queue)  # last: the dialplan's sign that all is set
 
