@@ -26,7 +26,7 @@ from agi_scripts.channel import (
 )
 from agi_scripts.protocol import AGIProtocolError
 from agi_scripts.registry import HandlerRegistry
-from hotline import metrics
+from base import metrics
 
 log = logging.getLogger("hotline.agi")
 

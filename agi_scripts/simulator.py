@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import shlex
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -234,8 +235,6 @@ def place_classic_call(command: list[str], caller: Caller, env: dict[str, str] |
 
     Returns the call, the script's exit status and what it wrote to stderr (Asterisk's log).
     """
-    import subprocess
-
     channel = SimulatedChannel(caller)
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env)

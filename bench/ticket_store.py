@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hotline.db import make_engine, make_session_factory  # noqa: E402
+from base.db import make_engine, make_session_factory  # noqa: E402
 from hotline.migrate import upgrade  # noqa: E402
 from orders.snapshot import TicketSnapshot  # noqa: E402
 from orders.store import TicketStore  # noqa: E402

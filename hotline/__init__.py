@@ -1,5 +1,7 @@
-"""12345 citizen-service hotline: the process-level glue (CLI, storage connections, web app, logging).
+"""12345 citizen-service hotline: the composition root (CLI, building the services from the settings,
+the worker, process supervision, migrations). It may import anything; nothing imports it.
 
-The domain lives in the design card's packages: ``ivr``, ``orders``, ``queues``,
-``virtual_numbers``; the FastAGI server in ``agi_scripts``; settings in ``config``.
+The domain lives in ``ivr``, ``orders``, ``queues`` and ``virtual_numbers``; the drivers at the edge in
+``agi_scripts`` (FastAGI), ``web`` (HTTP) and ``jobs`` (RQ); settings in ``config``; the storage base,
+metrics registry and shared vocabulary in ``base``.
 """

@@ -27,6 +27,7 @@ def _settings(ctx: click.Context) -> Settings:
 @contextlib.contextmanager
 def _services(settings: Settings):
     """The process's Services for the length of a command, closed at its end."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from hotline.services import build_services
 
     services = build_services(settings)
@@ -47,6 +48,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     ctx.obj = {"settings": settings, "config_file": config_file}
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from hotline.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
@@ -118,7 +120,8 @@ def agi(ctx: click.Context, processes: int | None) -> None:
 
 
 def _run_agi_process(settings: Settings, reuse_port: bool) -> None:
-    from agi_scripts.app import build_server
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from hotline.agi import build_server
 
     with _services(settings) as services:
         server = build_server(services, reuse_port=reuse_port)
@@ -181,7 +184,8 @@ def _serve_metrics(settings: Settings) -> None:
     """The FastAGI server's Prometheus metrics on agi_metrics_port (0: off)."""
     port = settings.agi_metrics_port
     if port:
-        from hotline.metrics import serve as serve_metrics
+        # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+        from base.metrics import serve as serve_metrics
 
         try:
             serve_metrics(port, settings.agi_host)
@@ -195,9 +199,11 @@ def _serve_metrics(settings: Settings) -> None:
 @click.pass_context
 def web(ctx: click.Context) -> None:
     """Run the web API alone (waitress)."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     import waitress
 
-    from hotline.web import create_app
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from web.app import create_app
 
     with embedded_redis(_settings(ctx)) as settings, _services(settings) as services:
         waitress.serve(create_app(services), host=settings.web_host, port=settings.web_port,
@@ -209,6 +215,7 @@ def web(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, burst: bool) -> None:
     """Run the background worker (deferred ticket writes and other jobs)."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from hotline.worker import run_worker
 
     with embedded_redis(_settings(ctx)) as settings:
@@ -224,6 +231,7 @@ def db() -> None:
 
 
 def _upgrade(settings: Settings, revision: str = "head") -> None:
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from hotline.migrate import upgrade
 
     upgrade(settings.database_url, revision)
@@ -255,6 +263,7 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 @click.pass_context
 def call(ctx, caller, dialled, press, hangup_at, script, host, port, quiet) -> None:
     """Place a simulated call to the FastAGI server exactly as Asterisk would, and show the ticket."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from agi_scripts.simulator import Caller, place_call
 
     settings = _settings(ctx)
@@ -277,9 +286,11 @@ def call(ctx, caller, dialled, press, hangup_at, script, host, port, quiet) -> N
 
 
 def _show_ticket(settings: Settings, number: str) -> None:
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     import json
 
-    from orders.api import ticket_json
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from web.tickets import ticket_json
     from orders.errors import StorageUnavailable
 
     try:
@@ -309,6 +320,7 @@ def _show_ticket(settings: Settings, number: str) -> None:
 @click.pass_context
 def prompts(ctx: click.Context, force: bool, sounds_dir: str | None) -> None:
     """Render the menu's prompt texts into 8 kHz WAV files under sounds_dir/<lang>/hotline/."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from ivr.errors import MenuError, PromptError
     from ivr.menu import load_menu
     from ivr.prompts import render_prompts
@@ -334,8 +346,9 @@ def token() -> None:
 @click.pass_context
 def token_create(ctx, name, role, department) -> None:
     """Create a token and print it once (only its hash is stored)."""
-    from hotline.auth import TokenError, create_token
-    from hotline.tokens import Role
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from web.auth import TokenError, create_token
+    from web.tokens import Role
 
     try:
         with _services(_settings(ctx)) as services:
@@ -348,7 +361,8 @@ def token_create(ctx, name, role, department) -> None:
 @click.pass_context
 def token_list(ctx) -> None:
     """List tokens (names and roles, never the tokens)."""
-    from hotline.auth import list_tokens
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from web.auth import list_tokens
 
     with _services(_settings(ctx)) as services:
         for t in list_tokens(services.session_factory):
@@ -360,7 +374,8 @@ def token_list(ctx) -> None:
 @click.pass_context
 def token_revoke(ctx, name_or_token) -> None:
     """Revoke a token by its name or the token itself."""
-    from hotline.auth import TokenError, revoke_token
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from web.auth import TokenError, revoke_token
 
     try:
         with _services(_settings(ctx)) as services:

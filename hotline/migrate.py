@@ -5,7 +5,7 @@ For developers adding a revision::
 
     from alembic import command
     from hotline.migrate import make_config
-    command.revision(make_config("sqlite:///var/hotline.db"), message="...", autogenerate=True)
+    command.revision(make_config("sqlite:///var/base.db"), message="...", autogenerate=True)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from hotline.db import make_engine
+from base.db import make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

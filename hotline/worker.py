@@ -14,6 +14,7 @@ from rq import Queue, SimpleWorker
 
 from config import Settings
 from hotline.services import build_services
+from jobs import tickets as ticket_jobs
 
 log = logging.getLogger("hotline.worker")
 
@@ -21,12 +22,9 @@ SPOOL_REPLAY_SECONDS = 60.0
 
 
 def run_worker(settings: Settings, burst: bool = False) -> bool:
-    from orders import jobs
-    from orders.writer import writer_for
-
     services = build_services(settings)
-    jobs.configure(services.tickets)
-    writer = writer_for(services)
+    ticket_jobs.configure(services.tickets)
+    writer = services.writer
     writer.replay_spool()
     stop = threading.Event()
     if not burst:  # snapshots spooled later (a FastAGI process lost Redis) are picked up within a minute

@@ -214,6 +214,7 @@ def wav_format(path: Path) -> tuple[int, int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ivr.prompts --sounds-dir DIR [--menu NAME|PATH] [--force]``."""
+    # Here, not at the top: ivr.menu imports this module for prompt names.
     from ivr.errors import MenuError
     from ivr.menu import load_menu
 

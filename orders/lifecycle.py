@@ -10,8 +10,7 @@ ticket goes straight from ``in_ivr`` to ``closed``.
 
 from __future__ import annotations
 
-from enum import Enum
-
+from base.vocabulary import CallOutcome, Channel, Language, TicketStatus, Urgency
 from orders.errors import TicketLifecycleError
 
 __all__ = [
@@ -26,40 +25,6 @@ __all__ = [
     "can_transition",
     "check_transition",
 ]
-
-
-class TicketStatus(str, Enum):
-    in_ivr = "in_ivr"
-    queued = "queued"
-    abandoned_in_ivr = "abandoned_in_ivr"
-    abandoned_in_queue = "abandoned_in_queue"
-    in_progress = "in_progress"
-    dispatched = "dispatched"
-    resolved = "resolved"
-    closed = "closed"
-
-
-class Urgency(str, Enum):
-    normal = "normal"
-    high = "high"
-
-
-class Channel(str, Enum):
-    phone = "phone"
-
-
-class Language(str, Enum):
-    zh_CN = "zh-CN"
-    en = "en"
-
-
-class CallOutcome(str, Enum):
-    """How the call that opened a ticket left the backend."""
-
-    routed = "routed"  # sent to an agent queue
-    abandoned_in_ivr = "abandoned_in_ivr"
-    status_given = "status_given"  # the caller only asked for a ticket's status
-    fallback = "fallback"  # the backend could not decide; the default queue took the call
 
 
 #: Statuses while the call that opened the ticket owns it; after these an agent or department does.

@@ -2,7 +2,7 @@
 on a database that is down.
 
 1. Save in the database (TicketStore.save): ``saved``.
-2. Failing that, hand the snapshot to a durable queue (an RQ job that retries, orders.jobs): ``deferred``.
+2. Failing that, hand the snapshot to a durable queue (an RQ job that retries, jobs.tickets): ``deferred``.
 3. Failing that too (Redis down), append it to a spool file on local disk: ``spooled``; ``replay_spool``
    (run it periodically and at start-up) moves spooled snapshots on once something answers again.
 
@@ -39,7 +39,7 @@ class WriteOutcome(str, Enum):
 
 class TicketWriter:
     """Saves snapshots through ``store``; ``enqueue(data)`` must durably queue a snapshot dict for a retry
-    (orders.jobs.make_enqueue) or raise; ``spool_path`` is the last-resort file."""
+    (jobs.tickets.make_enqueue) or raise; ``spool_path`` is the last-resort file."""
 
     def __init__(self, store: TicketStore, enqueue: Enqueue, spool_path: str | os.PathLike[str]) -> None:
         self.store = store
@@ -113,13 +113,3 @@ class TicketWriter:
 def spool_path_for(data_dir: str | os.PathLike[str]) -> Path:
     """Where the ticket spool lives under a data dir (Settings.data_dir)."""
     return Path(data_dir) / "spool" / "tickets.jsonl"
-
-
-def writer_for(services) -> TicketWriter:
-    """The TicketWriter of a process (hotline.services.Services): its store, its RQ queue, its data dir."""
-    from rq import Queue
-
-    from orders.jobs import make_enqueue
-
-    queue = Queue(services.settings.rq_queue, connection=services.redis)
-    return TicketWriter(services.tickets, make_enqueue(queue), spool_path_for(services.settings.data_dir))

@@ -15,7 +15,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import text
 
-from hotline.db import Base, make_engine, make_session_factory
+from base.db import Base, make_engine, make_session_factory
 
 POSTGRES_URL = os.environ.get("HOTLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HOTLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -24,7 +24,7 @@ BACKENDS = [b for b in os.environ.get("HOTLINE_TEST_BACKENDS", "sqlite,postgresq
 
 def _import_models() -> None:
     """Import every module that defines tables, so Base.metadata is complete."""
-    import hotline.tokens  # noqa: F401
+    import web.tokens  # noqa: F401
     try:
         import orders.models  # noqa: F401
     except ImportError:  # pragma: no cover - while orders is being written

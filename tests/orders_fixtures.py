@@ -14,7 +14,7 @@ import pytest
 from rq import Queue
 from sqlalchemy.engine import make_url
 
-from hotline.db import make_engine, make_session_factory
+from base.db import make_engine, make_session_factory
 from orders.caller import normalise_caller
 from orders.snapshot import TicketSnapshot
 from orders.store import TicketStore

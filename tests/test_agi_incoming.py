@@ -12,12 +12,12 @@ from datetime import timedelta
 import pytest
 from rq import Queue, SimpleWorker
 
-from agi_scripts.app import build_server
+from hotline.agi import build_server
 from agi_scripts.simulator import Caller, place_call
 from config import load_settings
-from hotline.db import make_engine, make_session_factory
+from base.db import make_engine, make_session_factory
 from hotline.services import Services
-from orders import jobs
+from jobs import tickets as jobs
 from orders.store import TicketStore
 from tests.conftest import REDIS_URL
 
@@ -238,7 +238,7 @@ def test_the_classic_process_per_call_script_runs_the_same_handler(settings, eng
 
     env = dict(os.environ, HOTLINE_DATA_DIR=str(settings.data_dir), HOTLINE_DATABASE_URL=settings.database_url,
                HOTLINE_REDIS_URL=settings.redis_url, HOTLINE_RQ_QUEUE=settings.rq_queue)
-    result, status, stderr = place_classic_call([sys.executable, "-m", "agi_scripts.incoming"],
+    result, status, stderr = place_classic_call([sys.executable, "-m", "hotline.classic_agi"],
                                                 Caller(number="13500135000", keys=["2", "3"]), env)
     assert status == 0, stderr
     assert "13500135000" not in stderr

@@ -7,10 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-import hotline.tokens  # noqa: F401 - the models the migrations must match
+import web.tokens  # noqa: F401 - the models the migrations must match
 import orders.models  # noqa: F401
 from hotline import migrate
-from hotline.db import Base, make_engine
+from base.db import Base, make_engine
 
 #: Tables the migrations own so far. A package that adds models adds its revision and its tables here.
 MIGRATED_TABLES = {"api_tokens", "tickets", "call_records", "ticket_sequences"}

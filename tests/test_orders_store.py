@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from hotline.db import make_engine, make_session_factory
+from base.db import make_engine, make_session_factory
 from orders.errors import InvalidFilter, SnapshotConflict, StorageUnavailable
 from orders.models import CallRecord, Ticket
 from orders.store import TicketFilter, TicketStore

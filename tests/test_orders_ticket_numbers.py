@@ -129,7 +129,7 @@ def test_redis_sequence_overflow_moves_to_the_database(allocator, redis_conn, re
 
 
 def test_nothing_answers(redis_down, tmp_path):
-    from hotline.db import make_engine, make_session_factory
+    from base.db import make_engine, make_session_factory
 
     engine = make_engine(f"sqlite:///{tmp_path}")  # a directory: cannot be opened
     try:

@@ -15,8 +15,8 @@ from rq import Queue, Retry, SimpleWorker
 from rq.job import JobStatus
 from sqlalchemy import func, select
 
-from hotline.db import make_engine, make_session_factory
-from orders import jobs
+from base.db import make_engine, make_session_factory
+from jobs import tickets as jobs
 from orders.errors import InvalidSnapshot, TicketNotKept
 from orders.models import CallRecord, Ticket
 from orders.store import TicketStore
@@ -205,7 +205,7 @@ def test_the_job_builds_its_store_from_the_settings(database_url, engine, monkey
 def test_enqueue_snapshot(rq_queue):
     snap = make_snapshot()
     job = jobs.enqueue_snapshot(rq_queue, snap.to_dict())
-    assert job.func_name == "orders.jobs.save_ticket_snapshot"
+    assert job.func_name == "jobs.tickets.save_ticket_snapshot"
     assert job.retries_left == len(jobs.RETRY_INTERVALS) and job.retry_intervals == list(jobs.RETRY_INTERVALS)
     assert job.failure_ttl >= 30 * 24 * 3600
     assert job.description == f"save ticket {snap.number} revision 1" and job.id.startswith(f"ticket-{snap.number}-r1-")

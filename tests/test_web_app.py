@@ -7,8 +7,9 @@ import logging
 import pytest
 from flask import Blueprint, Flask
 
-import hotline.web
-from hotline.web import ApiError, create_app
+import web.app
+from web.app import create_app
+from web.errors import ApiError
 from tests.test_web_support import app, client, services  # noqa: F401 (fixtures)
 
 PHONE = "13912345678"
@@ -37,7 +38,7 @@ def _is_error_body(response, status, code=None):
 
 
 def test_no_app_object_at_import_time():
-    assert not any(isinstance(value, Flask) for value in vars(hotline.web).values())
+    assert not any(isinstance(value, Flask) for value in vars(web.app).values())
 
 
 def test_services_live_in_extensions(app, services):  # noqa: F811
@@ -68,7 +69,7 @@ def test_api_error_keeps_its_status_and_code(app):  # noqa: F811
 
 def test_crash_is_json_500_without_trace_or_number(app, caplog):  # noqa: F811
     app.register_blueprint(boom)
-    with caplog.at_level(logging.ERROR, logger="hotline.web"):
+    with caplog.at_level(logging.ERROR, logger="web.app"):
         response = app.test_client().get("/boom/crash")
     _is_error_body(response, 500, "internal_error")
     text = response.get_data(as_text=True)

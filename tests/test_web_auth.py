@@ -8,7 +8,7 @@ import pytest
 from flask import Blueprint, g, jsonify
 from sqlalchemy import select
 
-from hotline.auth import (
+from web.auth import (
     TokenAuthenticator,
     TokenError,
     TokenIdentity,
@@ -17,7 +17,7 @@ from hotline.auth import (
     require_roles,
     revoke_token,
 )
-from hotline.tokens import ApiToken, Role, hash_token
+from web.tokens import ApiToken, Role, hash_token
 from tests.test_web_support import app, bearer, client, services, tokens  # noqa: F401 (fixtures)
 
 probe = Blueprint("probe", __name__, url_prefix="/probe")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from config import load_settings
-from hotline.db import make_engine, make_session_factory
+from base.db import make_engine, make_session_factory
 from hotline.services import Services
-from hotline.web import create_app
+from web.app import create_app
 from tests.test_web_support import app, client, closed_port, services  # noqa: F401 (fixtures)
 
 

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from hotline import metrics
+from base import metrics
 from tests.test_web_support import app, bearer, client, services, tokens  # noqa: F401 (fixtures)
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from hotline.openapi import spec, spec_text
+from web.openapi import spec, spec_text
 from tests.test_web_support import app, client, resolve, services  # noqa: F401 (fixtures)
 
 METHODS = {"get", "put", "post", "delete", "patch"}
@@ -76,7 +76,7 @@ def test_ticket_endpoints_need_the_bearer_token_and_others_none():
 
 
 def test_ticket_filters_are_the_ones_the_api_reads():
-    from orders.api import LIST_PARAMETERS
+    from web.tickets import LIST_PARAMETERS
 
     parameters = spec()["paths"]["/api/tickets"]["get"]["parameters"]
     assert {p["name"] for p in parameters if p["in"] == "query"} == LIST_PARAMETERS

@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from config import load_settings
-from hotline.auth import create_token
+from web.auth import create_token
 from hotline.services import Services
-from hotline.web import create_app
+from web.app import create_app
 
 DEPARTMENTS = ("water", "police")
 
@@ -135,7 +135,7 @@ def schema_errors(spec: dict, schema: dict, value, where: str = "$") -> list[str
 
 def assert_matches_spec(response, path: str, method: str = "get") -> None:
     """The response's status is documented for this operation and its JSON body matches the schema."""
-    from hotline.openapi import spec as load_spec
+    from web.openapi import spec as load_spec
 
     spec = load_spec()
     operation = spec["paths"][path][method]

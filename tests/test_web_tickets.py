@@ -9,9 +9,9 @@ from urllib.parse import quote
 import pytest
 
 from config import load_settings
-from hotline.db import make_engine, make_session_factory
+from base.db import make_engine, make_session_factory
 from hotline.services import Services
-from hotline.web import create_app
+from web.app import create_app
 from orders.snapshot import TicketSnapshot
 from orders.store import TicketStore
 from tests.test_web_support import (  # noqa: F401 (fixtures)

@@ -9,7 +9,7 @@ from rq import Queue
 
 from config import load_settings
 from hotline.worker import run_worker
-from orders import jobs
+from jobs import tickets as jobs
 from orders.snapshot import TicketSnapshot
 from orders.spool import SnapshotSpool
 from orders.store import TicketStore

@@ -19,7 +19,7 @@ from agi_scripts import variables
 from agi_scripts.channel import HotlineAGI
 from agi_scripts.ivr_driver import run_ivr
 from asterisk import agi as pyst
-from hotline import metrics
+from base import metrics
 from ivr.engine import CallState, Engine
 from ivr.menu import load_menu
 from orders.caller import CallerNumber, normalise_caller
@@ -51,17 +51,6 @@ class IncomingCall:
     repeat_window: timedelta = timedelta(hours=24)
     clock: Callable[[], datetime] = _utcnow
     background: Executor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="ticket-io"))
-
-    @classmethod
-    def from_services(cls, services) -> "IncomingCall":
-        from orders.ticket_numbers import TicketNumberAllocator
-        from orders.writer import writer_for
-
-        s = services.settings
-        return cls(engine=Engine(load_menu(s.menu)), rules=RoutingRules.from_settings(s), tickets=services.tickets,
-                   writer=writer_for(services), numbers=TicketNumberAllocator(services.redis, services.session_factory),
-                   region=s.region, repeat_window=timedelta(hours=s.repeat_caller_hours),
-                   background=ThreadPoolExecutor(s.ticket_io_threads, thread_name_prefix="ticket-io"))
 
     def handle(self, agi: HotlineAGI) -> None:
         env = agi.environment

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-import hotline.tokens  # noqa: F401 - registers its tables on Base.metadata
+import web.tokens  # noqa: F401 - registers its tables on Base.metadata
 import orders.models  # noqa: F401
-from hotline.db import Base, make_engine
+from base.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -30,6 +30,7 @@ def run_online() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
+        # Only when Alembic runs without a URL (its own CLI): settings are read from the environment then.
         from config import load_settings
 
         url = load_settings().database_url

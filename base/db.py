@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
@@ -19,8 +21,6 @@ def make_engine(database_url: str, **kwargs) -> Engine:
     """
     kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
-        from pathlib import Path
-
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)

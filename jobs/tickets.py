@@ -23,6 +23,8 @@ from typing import Any
 from rq import Queue, Retry
 from rq.job import Job
 
+from base.db import make_engine, make_session_factory
+from config import load_settings
 from orders.snapshot import TicketSnapshot
 from orders.store import TicketStore
 
@@ -74,9 +76,6 @@ def configure(store: TicketStore | None) -> None:
 def _current_store() -> TicketStore:
     global _store
     if _store is None:
-        from config import load_settings
-        from hotline.db import make_engine, make_session_factory
-
         _store = TicketStore(make_session_factory(make_engine(load_settings().database_url)))
     return _store
 

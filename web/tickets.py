@@ -15,9 +15,9 @@ from datetime import date, datetime, time, timezone
 import phonenumbers
 from flask import Blueprint, current_app, g, jsonify, request
 
-from hotline.auth import require_roles
-from hotline.tokens import Role
-from hotline.web import ApiError, error_response
+from web.auth import require_roles
+from web.tokens import Role
+from web.errors import ApiError, error_response
 from orders.caller import normalise_caller
 from orders.errors import InvalidFilter, StorageError, StorageUnavailable
 from orders.lifecycle import Channel, Language, TicketStatus, Urgency

@@ -1,6 +1,6 @@
 """Bearer-token auth for the HTTP API: managing tokens, and the ``require_roles`` view decorator.
 
-Tokens are stored only as their SHA-256 (:mod:`hotline.tokens`); checking one is a hash and one indexed
+Tokens are stored only as their SHA-256 (:mod:`web.tokens`); checking one is a hash and one indexed
 query. A small per-app cache keeps recently seen tokens for a few seconds, so a revoked token stops
 working in this process within that time (``create_app(..., token_cache_ttl=...)``).
 """
@@ -19,8 +19,8 @@ from flask import current_app, g, request
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from hotline.tokens import ApiToken, Role, hash_token, new_token
-from hotline.web import ApiError
+from web.tokens import ApiToken, Role, hash_token, new_token
+from web.errors import ApiError
 
 __all__ = [
     "TokenError",
@@ -204,7 +204,7 @@ def authenticate() -> TokenIdentity:
     if match is None:
         raise _unauthorized("the Authorization header must be 'Bearer <token>'", invalid=True)
     try:
-        identity = current_app.extensions["hotline.auth"].identify(match.group(1))
+        identity = current_app.extensions["web.auth"].identify(match.group(1))
     except TokenStoreUnavailable:
         raise ApiError(503, "storage_unavailable", "tokens cannot be checked right now; try again shortly",
                        headers={"Retry-After": "5"}) from None

@@ -14,7 +14,7 @@ bp = Blueprint("openapi", __name__, url_prefix="/api")
 @functools.cache
 def spec_text() -> str:
     """hotline/openapi.yaml as shipped in the package."""
-    return resources.files("hotline").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    return resources.files("web").joinpath("openapi.yaml").read_text(encoding="utf-8")
 
 
 @functools.cache

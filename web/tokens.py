@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from sqlalchemy import DateTime, Enum, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.db import Base
+from base.db import Base
 
 
 class Role(str, enum.Enum):

@@ -1,0 +1,40 @@
+"""Builds the FastAGI server of one process: the handlers with their dependencies, and the limits."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from agi_scripts.handlers.incoming import IncomingCall
+from agi_scripts.registry import HandlerRegistry
+from agi_scripts.server import FastAGIServer, ServerLimits
+from hotline.services import Services
+from ivr.engine import Engine
+from ivr.menu import load_menu
+from orders.ticket_numbers import TicketNumberAllocator
+from queues.routing import RoutingRules
+
+
+def build_incoming(services: Services) -> IncomingCall:
+    """The ``incoming`` handler over this process's storage, menu and routing rules."""
+    s = services.settings
+    return IncomingCall(engine=Engine(load_menu(s.menu)), rules=RoutingRules.from_settings(s),
+                        tickets=services.tickets, writer=services.writer,
+                        numbers=TicketNumberAllocator(services.redis, services.session_factory),
+                        region=s.region, repeat_window=timedelta(hours=s.repeat_caller_hours),
+                        background=ThreadPoolExecutor(s.ticket_io_threads, thread_name_prefix="ticket-io"))
+
+
+def build_registry(services: Services) -> HandlerRegistry:
+    """Every AGI handler by its request name (``agi://host/NAME``)."""
+    registry = HandlerRegistry()
+    registry.register("incoming", build_incoming(services))
+    return registry
+
+
+def build_server(services: Services, registry: HandlerRegistry | None = None,
+                 reuse_port: bool = False) -> FastAGIServer:
+    s = services.settings
+    return FastAGIServer(registry or build_registry(services), s.agi_host, s.agi_port,
+                         ServerLimits(max_sessions=s.agi_max_sessions, read_timeout=s.agi_read_timeout,
+                                      session_timeout=s.agi_session_timeout), reuse_port=reuse_port)
