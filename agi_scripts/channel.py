@@ -9,6 +9,7 @@ and the send/receive path.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from typing import BinaryIO
@@ -17,12 +18,11 @@ from asterisk import agi as pyst
 
 from agi_scripts.protocol import (
     HANGUP_LINE,
-    MAX_ENV_LINES,
     MAX_LINE,
     AGIEnvironment,
     AGIProtocolError,
+    EnvironmentBlock,
     Reply,
-    parse_env_line,
     parse_reply,
 )
 
@@ -54,24 +54,106 @@ class SessionExpired(pyst.AGIError):
 
 
 class LineTransport:
-    """Newline-framed lines over a pair of binary streams, with an optional socket for timeouts."""
+    """Newline-framed lines over a socket, or over a pair of binary streams (the classic stdin/stdout AGI).
 
-    def __init__(self, rfile: BinaryIO, wfile: BinaryIO, sock: socket.socket | None = None):
+    Over a socket, lines are cut from our own receive buffer, so a read is bounded as a whole: one line
+    must arrive within ``read_timeout`` and before the session's ``deadline``, however slowly its bytes
+    trickle in (a per-``recv`` timeout never fires on a client sending a byte a second). Over streams
+    there is no clock: the stream's owner (Asterisk's process) bounds it.
+    """
+
+    _RECV_SIZE = 65536
+
+    def __init__(self, rfile: BinaryIO | None = None, wfile: BinaryIO | None = None,
+                 sock: socket.socket | None = None, *, read_timeout: float | None = None,
+                 deadline: float | None = None):
         self._rfile = rfile
         self._wfile = wfile
         self._sock = sock
+        self.read_timeout = read_timeout
+        self.deadline = deadline  # time.monotonic() at which the session's budget runs out
+        self._buffer = bytearray()
+        self.eof = False  # Asterisk closed its side (socket only)
         self.finished = False
 
     @classmethod
-    def over_socket(cls, sock: socket.socket, read_timeout: float) -> "LineTransport":
-        sock.settimeout(read_timeout)
-        return cls(sock.makefile("rb"), sock.makefile("wb"), sock)
+    def over_socket(cls, sock: socket.socket, read_timeout: float, deadline: float | None = None) -> "LineTransport":
+        return cls(sock=sock, read_timeout=read_timeout, deadline=deadline)
 
-    def read_line(self) -> str:
+    def pop_line(self) -> str | None:
+        """The next complete line already received, or None; a line over ``MAX_LINE`` is a protocol error."""
+        end = self._buffer.find(b"\n", 0, MAX_LINE)
+        if end < 0:
+            if len(self._buffer) >= MAX_LINE:
+                raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+            return None
+        raw = bytes(self._buffer[:end])
+        del self._buffer[:end + 1]
+        return raw.decode("utf-8", "replace").rstrip("\r")
+
+    def receive(self) -> bool:
+        """One non-blocking read into the buffer (for a caller that polls the socket); False at end of stream."""
+        self._sock.settimeout(0.0)
+        try:
+            data = self._sock.recv(self._RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as exc:
+            raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from None
+        if not data:
+            self.eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def read_line(self, until: float | None = None) -> str:
+        """The next line; ``until`` (a time.monotonic() value) bounds this read further, e.g. a whole block."""
+        if self._sock is None:
+            return self._read_stream_line()
+        end, limit = self._limit(until)  # fixed for the whole read: a trickle must not push it on
+        while True:
+            line = self.pop_line()
+            if line is not None:
+                return line
+            if self.eof:
+                raise ConnectionClosed("Asterisk closed the connection")
+            timeout = None if end is None else end - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise self._expired(limit)
+            self._sock.settimeout(timeout)
+            try:
+                data = self._sock.recv(self._RECV_SIZE)
+            except (socket.timeout, TimeoutError):
+                raise self._expired(limit) from None
+            except OSError as exc:
+                raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from None
+            if not data:
+                self.eof = True
+            self._buffer += data
+
+    def _limit(self, until: float | None) -> tuple[float | None, str]:
+        """When a read or send starting now must be over (time.monotonic(); None: never), and which limit that is."""
+        end, limit = math.inf, ""
+        if self.read_timeout is not None:
+            end, limit = time.monotonic() + self.read_timeout, "read"
+        if until is not None and until < end:
+            end, limit = until, "block"
+        deadline = self.deadline
+        if deadline is not None and deadline <= end:
+            end, limit = deadline, "session"
+        return (None if end == math.inf else end), limit
+
+    @staticmethod
+    def _expired(limit: str) -> Exception:
+        if limit == "session":
+            return SessionExpired("the AGI session ran past its time budget")
+        if limit == "block":
+            return AsteriskSilent("the agi_* block did not arrive within the read timeout")
+        return AsteriskSilent("no line from Asterisk within the read timeout")
+
+    def _read_stream_line(self) -> str:
         try:
             raw = self._rfile.readline(MAX_LINE + 1)
-        except (socket.timeout, TimeoutError):
-            raise AsteriskSilent("no line from Asterisk within the read timeout") from None
         except OSError as exc:
             raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from None
         if not raw:
@@ -83,9 +165,20 @@ class LineTransport:
     def send_line(self, line: str) -> None:
         if self.finished:
             raise ConnectionClosed("the session was already handed back to the dialplan")
+        data = line.encode("utf-8") + b"\n"
         try:
-            self._wfile.write(line.encode("utf-8") + b"\n")
-            self._wfile.flush()
+            if self._sock is None:
+                self._wfile.write(data)
+                self._wfile.flush()
+                return
+            end, limit = self._limit(None)
+            timeout = None if end is None else end - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise self._expired(limit)
+            self._sock.settimeout(timeout)
+            self._sock.sendall(data)
+        except (socket.timeout, TimeoutError):
+            raise AsteriskSilent("Asterisk took no command within the read timeout") from None
         except OSError as exc:
             raise ConnectionClosed(f"cannot send to Asterisk: {exc.strerror or exc}") from None
 
@@ -97,33 +190,32 @@ class LineTransport:
         if self._sock is None or self.finished:
             return
         self.finished = True
+        self._buffer.clear()
+        if self.eof:  # Asterisk is gone already: nothing to wait for
+            return
         try:
-            self._wfile.flush()
             self._sock.shutdown(socket.SHUT_WR)
-            self._sock.settimeout(drain_timeout)
             end = time.monotonic() + drain_timeout
-            while time.monotonic() < end and self._rfile.readline(MAX_LINE + 1):
-                pass
+            while (left := end - time.monotonic()) > 0:
+                self._sock.settimeout(left)
+                if not self._sock.recv(self._RECV_SIZE):
+                    break
         except OSError:
             pass
 
 
 def read_environment(transport: LineTransport) -> AGIEnvironment:
-    """Read the ``agi_*`` block up to its blank line; bad lines are skipped, never fatal."""
-    env = AGIEnvironment()
-    for _ in range(MAX_ENV_LINES):
-        line = transport.read_line()
-        if line == "":
-            return env
-        if line == HANGUP_LINE:
-            continue
-        try:
-            key, value = parse_env_line(line)
-        except AGIProtocolError:
-            log.warning("skipping a malformed agi_* line", extra={"event": "agi.bad_env_line"})
-            continue
-        env.values[key] = value
-    raise AGIProtocolError(f"agi_* block longer than {MAX_ENV_LINES} lines")
+    """Read the ``agi_*`` block up to its blank line; bad lines are skipped, never fatal.
+
+    Over a socket the whole block must arrive within the transport's read timeout.
+    """
+    block = EnvironmentBlock()
+    until = time.monotonic() + transport.read_timeout if transport.read_timeout is not None else None
+    while not block.add(transport.read_line(until)):  # bounded: the block raises past MAX_ENV_LINES lines
+        pass
+    if block.skipped:
+        log.warning("skipped malformed agi_* lines", extra={"event": "agi.bad_env_line", "lines": block.skipped})
+    return block.env
 
 
 class HotlineAGI(pyst.AGI):
@@ -194,27 +286,44 @@ class HotlineAGI(pyst.AGI):
 
     # Commands pyst2 lacks or gets wrong for our use.
 
+    def channel_up(self) -> bool:
+        """Whether the caller is still there: False once a ``HANGUP`` line came, else asks CHANNEL STATUS.
+
+        Asterisk sends a pending ``HANGUP`` line before its next reply, and refuses CHANNEL STATUS on a
+        dead channel with 511 (so a hang-up shows even with AGISIGHUP=no, which sends no ``HANGUP``).
+        """
+        if self.hung_up:
+            return False
+        try:
+            self.channel_status()
+        except ChannelHungUp:
+            return False
+        return not self.hung_up
+
     def get_digits(self, sound: str, timeout_ms: int, max_digits: int) -> str:
         """GET DATA: play ``sound`` while collecting keys; "" when the caller pressed nothing.
 
-        ``result=-1`` here always means the channel is gone (a missing sound still collects digits).
+        Raises ChannelHungUp when the caller is gone, and CommandFailed when the caller is there but the
+        sound could not be played: Asterisk 20 answers ``result=-1`` for both, so -1 alone says nothing.
         """
         try:
-            value = self.get_data(sound, timeout_ms, max_digits)
+            return self.get_data(sound, timeout_ms, max_digits)
         except CommandFailed:
-            self.hung_up = True
-            raise ChannelHungUp("the caller hung up during input") from None
-        return value
+            if not self.channel_up():
+                raise ChannelHungUp("the caller hung up during input") from None
+            raise
 
-    def play(self, sound: str) -> None:
-        """STREAM FILE without escape digits. A missing sound is logged, not fatal: the call goes on."""
+    def play(self, sound: str) -> bool:
+        """STREAM FILE without escape digits; False when the sound could not be played (the call goes on)."""
         try:
             self.stream_file(sound, "")
         except CommandFailed as exc:
-            if exc.reply.endpos:
+            # endpos > 0: part of the sound played, so the file exists and the caller left.
+            if exc.reply.endpos or not self.channel_up():
                 self.hung_up = True
                 raise ChannelHungUp("the caller hung up during a prompt") from None
-            log.warning("prompt could not be played", extra={"event": "agi.prompt_missing", "sound": sound})
+            return False
+        return True
 
     def set_variable(self, name, value):
         """SET VARIABLE with Asterisk's quoting (backslash-escaped quotes and backslashes)."""

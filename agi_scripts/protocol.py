@@ -95,3 +95,33 @@ def parse_env_line(line: str) -> tuple[str, str]:
     if not sep or not key.startswith("agi_") or not re.fullmatch(r"agi_\w+", key):
         raise AGIProtocolError(f"not an agi_* line: {line[:120]!r}")
     return key, value[1:] if value.startswith(" ") else value
+
+
+class EnvironmentBlock:
+    """The ``agi_*`` block, fed one line at a time up to its blank line.
+
+    ``HANGUP`` lines are ignored and malformed lines skipped (counted in ``skipped``), never fatal;
+    more than ``MAX_ENV_LINES`` lines is a protocol error.
+    """
+
+    def __init__(self) -> None:
+        self.env = AGIEnvironment()
+        self.lines = 0
+        self.skipped = 0
+
+    def add(self, line: str) -> bool:
+        """Take one line (without its newline); True once the blank line that ends the block came."""
+        if self.lines >= MAX_ENV_LINES:
+            raise AGIProtocolError(f"agi_* block longer than {MAX_ENV_LINES} lines")
+        self.lines += 1
+        if line == "":
+            return True
+        if line == HANGUP_LINE:
+            return False
+        try:
+            key, value = parse_env_line(line)
+        except AGIProtocolError:
+            self.skipped += 1
+            return False
+        self.env.values[key] = value
+        return False
