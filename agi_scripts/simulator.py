@@ -3,7 +3,9 @@
 It sends the ``agi_*`` block, answers each command the way the recordings in ``shared/fixtures``
 show, plays the caller's key presses into GET DATA, can hang up at any command (``200 result=-1``
 then ``HANGUP``, then 511 for what a dead channel refuses), and after the server half-closes it
-sends its last ``HANGUP`` and closes. ``hotline call`` and the tests drive calls with it.
+sends its last ``HANGUP`` and closes. Sounds can be missing (GET DATA ``200 result=-1`` with the
+channel still up, STREAM FILE ``200 result=-1 endpos=0``), and ``AGISIGHUP=no`` can be played (no
+``HANGUP`` line at all). ``hotline call`` and the tests drive calls with it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ class Caller:
     script: str = "incoming"
     channel: str = "PJSIP/carrier-00000001"
     uniqueid: str = ""
-    missing_sounds: bool = False  # answer STREAM FILE as Asterisk does for a sound it lacks
+    missing_sounds: bool = False  # answer GET DATA and STREAM FILE as Asterisk does for a sound it lacks
+    callingpres: int | None = None  # agi_callingpres; None: 0, or 67 (unavailable) for a withheld number
+    agisighup: bool = True  # False plays AGISIGHUP=no: Asterisk sends no HANGUP line at all
+    env: dict[str, str] = field(default_factory=dict)  # agi_* values sent instead of (or beside) the usual
 
     def __post_init__(self) -> None:
         if not self.uniqueid:
@@ -60,6 +65,7 @@ class SimulatedChannel:
     def env_lines(self) -> list[str]:
         c = self.caller
         withheld = not c.number or c.number in ("unknown", "anonymous")
+        callingpres = c.callingpres if c.callingpres is not None else (67 if withheld else 0)
         lines = [
             "agi_network: yes",
             f"agi_network_script: {c.script}",
@@ -71,7 +77,7 @@ class SimulatedChannel:
             "agi_version: 20.20.1",
             f"agi_callerid: {'unknown' if withheld else c.number}",
             f"agi_calleridname: {c.name or 'unknown'}",
-            f"agi_callingpres: {67 if withheld else 0}",
+            f"agi_callingpres: {callingpres}",
             "agi_callingani2: 0",
             "agi_callington: 0",
             "agi_callingtns: 0",
@@ -83,8 +89,14 @@ class SimulatedChannel:
             "agi_enhanced: 0.0",
             "agi_accountcode: ",
             "agi_threadid: 139620380935872",
-            "",
         ]
+        for key, value in c.env.items():
+            at = [i for i, line in enumerate(lines) if line.split(":", 1)[0] == key]
+            if at:
+                lines[at[0]] = f"{key}: {value}"
+            else:
+                lines.append(f"{key}: {value}")
+        lines.append("")
         self.transcript.extend("<<< " + line for line in lines)
         return lines
 
@@ -100,7 +112,7 @@ class SimulatedChannel:
             else:  # an instant command completes; the hang-up follows it
                 reply = self._answer(command)
                 self.hung_up = True
-            return self._out(reply + [HANGUP_LINE])
+            return self._out(reply + ([HANGUP_LINE] if self.caller.agisighup else []))
         return self._out(self._answer(command))
 
     def _out(self, lines: list[str]) -> list[str]:
@@ -110,7 +122,7 @@ class SimulatedChannel:
     def _answer(self, command: str) -> list[str]:
         if command.lower().startswith("failure"):
             self.hung_up = True
-            return [HANGUP_LINE]
+            return [HANGUP_LINE] if self.caller.agisighup else []
         try:
             words = shlex.split(command)
         except ValueError:
@@ -146,6 +158,8 @@ class SimulatedChannel:
         if verb == "GET DATA":
             if not args:
                 return _usage("Stream the given <replaceable>file</replaceable>, and receive DTMF data.")
+            if self.caller.missing_sounds:  # the caller hears nothing, so presses nothing; the channel stays up
+                return ["200 result=-1"]
             max_digits = int(args[2]) if len(args) > 2 and args[2].isdigit() else 1024
             pressed = self.keys.pop(0) if self.keys else ""
             digits = pressed.split("#", 1)[0][:max_digits]
@@ -159,7 +173,7 @@ class SimulatedChannel:
             return ["200 result=0"]
         if verb == "HANGUP":
             self.hung_up = True
-            return ["200 result=1", HANGUP_LINE]
+            return ["200 result=1"] + ([HANGUP_LINE] if self.caller.agisighup else [])
         if verb in ("SAY DIGITS", "SAY NUMBER"):
             if len(args) < 2:
                 return _usage("Say a given digit string, returning early if any of the given DTMF digits are "
@@ -212,11 +226,12 @@ def place_call(caller: Caller, host: str = "127.0.0.1", port: int = 4573, timeou
                 raw = b""
             if not raw:  # the server closed its side: Asterisk says HANGUP once more and closes
                 channel.transcript.append("# server closed the session")
-                try:
-                    sock.sendall(b"HANGUP\n")
-                except OSError:
-                    pass
-                channel.transcript.append("<<< HANGUP")
+                if caller.agisighup:
+                    try:
+                        sock.sendall(b"HANGUP\n")
+                    except OSError:
+                        pass
+                    channel.transcript.append("<<< HANGUP")
                 break
             line = raw.decode("utf-8", "replace").rstrip("\n")
             replies = channel.respond(line)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from base.vocabulary import Urgency
 from ivr.errors import InputError
 
-URGENCIES = ("normal", "high")
+URGENCIES = tuple(u.value for u in Urgency)
 
 
 # --- actions: engine -> driver ---------------------------------------------------------------
@@ -29,7 +30,8 @@ class Play:
 class Collect:
     """Play a prompt while collecting up to ``max_digits`` DTMF keys; '#' ends the input early.
 
-    The driver answers with ``Digits`` (``Digits("")`` when the caller pressed nothing).
+    The driver answers with ``Digits`` (``Digits("")`` when the caller pressed nothing), or with
+    ``PromptUnavailable`` when it could not play the prompt.
     """
 
     prompt: str
@@ -101,8 +103,22 @@ class CallerHungUp:
     """The caller hung up while the IVR was waiting or playing."""
 
 
+@dataclass(frozen=True)
+class PromptUnavailable:
+    """The driver could not play the prompt of a ``Collect`` (e.g. its sound file is missing).
+
+    The caller cannot hear the menu, so the engine sends them to an agent in the current language.
+    """
+
+    prompt: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise InputError(f"PromptUnavailable.prompt must be a str, got {type(self.prompt).__name__}")
+
+
 Action = Play | Collect | SetLanguage | LookupTicket | Route | Hangup
-Input = Digits | TicketStatus | CallerHungUp
+Input = Digits | TicketStatus | CallerHungUp | PromptUnavailable
 
 #: Actions after which the engine waits for an input.
 WAITING_ACTIONS = (Collect, LookupTicket)

@@ -16,12 +16,16 @@ Safety nets, so that no caller is lost or looped:
   waits for keys, or the status of another ticket) sends the caller to the ``fallback`` route.
 * ``CallerHungUp`` at any point finishes the call with ``abandoned=True`` and the final action
   ``Hangup(reason="caller")``; a driver whose channel is already gone need not send it to Asterisk.
+  It is also taken after a ``Route`` (the caller hung up during the route's prompt or before the
+  driver handed them over): the state keeps the ``route`` the caller chose and becomes abandoned.
+* ``PromptUnavailable`` (the driver could not play what a node asks) sends the caller to the
+  ``fallback`` route in the current language: a caller who cannot hear the menu needs a person.
 
 Path tokens recorded in ``CallState.path`` are ``<node>:<key>`` for a menu choice and
 ``<node>:timeout``, ``<node>:invalid``, ``<node>:number`` (a ticket number was entered; the number
 itself is in ``ticket_number``, not in the path), ``<node>:<status>`` or ``<node>:not-found``
-(the lookup answer), ``<node>:hangup``, ``<node>:limit`` and ``<node>:unexpected``. Invalid keys
-are never recorded: a caller may type a phone number into a menu.
+(the lookup answer), ``<node>:hangup``, ``<node>:prompt-missing``, ``<node>:limit`` and
+``<node>:unexpected``. Invalid keys are never recorded: a caller may type a phone number into a menu.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ivr.actions import (
     Hangup,
     LookupTicket,
     Play,
+    PromptUnavailable,
     Route,
     SetLanguage,
     TicketStatus,
@@ -68,8 +73,8 @@ class CallState:
     the inputs taken so far, ``awaiting`` what the engine waits for ("choice", "ticket-number",
     "ticket-status"; "" once finished), ``ticket_number`` the last number entered on a ticket-status
     node (kept after the lookup, so an agent reached from the status options can see it).
-    Once ``finished``, exactly one of ``route`` and ``hangup`` is set; ``abandoned`` means the caller
-    hung up (then ``hangup`` is ``Hangup("caller")``).
+    Once ``finished``, ``route`` or ``hangup`` is set; ``abandoned`` means the caller hung up (then
+    ``hangup`` is ``Hangup("caller")``, and ``route`` still holds the route the caller had reached, if any).
     """
 
     node: str
@@ -111,18 +116,24 @@ class Engine:
 
     def advance(self, state: CallState, input) -> Step:  # noqa: A002 - the hotline's word
         """Take the caller's (or the driver's) answer to the last waiting action; return the next step."""
-        if state.finished:
+        if not isinstance(input, (Digits, TicketStatus, CallerHungUp, PromptUnavailable)):
+            raise InputError(
+                f"{type(input).__name__} is not an IVR input; "
+                "expected Digits, TicketStatus, CallerHungUp or PromptUnavailable"
+            )
+        routed = state.route is not None and not state.abandoned
+        if state.finished and not (routed and isinstance(input, CallerHungUp)):
             raise CallFinishedError(
                 f"call already finished at node '{state.node}' (path {state.path_text or '-'}); "
                 "start a new call instead"
             )
-        if not isinstance(input, (Digits, TicketStatus, CallerHungUp)):
-            raise InputError(
-                f"{type(input).__name__} is not an IVR input; expected Digits, TicketStatus or CallerHungUp"
-            )
         state = replace(state, steps=state.steps + 1)
         if isinstance(input, CallerHungUp):
-            return Step((CALLER_HANGUP,), self._finish(state, "hangup", hangup=CALLER_HANGUP, abandoned=True))
+            # After a route, the route stays: it is what the caller chose before hanging up.
+            return Step((CALLER_HANGUP,), self._finish(state, "hangup", route=state.route, hangup=CALLER_HANGUP,
+                                                       abandoned=True))
+        if isinstance(input, PromptUnavailable):
+            return self._enter(self._note(state, "prompt-missing"), Transition(self.menu.fallback), [])
 
         # A state from another version of the menu (reloaded mid-call) may name a node that is gone.
         node = self.menu.nodes.get(state.node)

@@ -19,10 +19,12 @@ from typing import Any
 
 import yaml
 
+from base.vocabulary import Language, TicketStatus
 from ivr.actions import URGENCIES
 from ivr.errors import MenuError, MenuWarning
 
-LANGUAGES = ("zh-CN", "en")
+LANGUAGES = tuple(language.value for language in Language)
+TICKET_STATUSES = tuple(status.value for status in TicketStatus)
 #: Keys a caller can press to choose; '#' ends the input in GET DATA / Gather, so it is never a choice.
 CHOICE_KEYS = frozenset("0123456789*")
 
@@ -347,7 +349,8 @@ class _Checker:
         description = data.get("description", "")
         if not isinstance(description, str):
             raise self.fail(None, f"'description' must be a text, got {_kind(description)}")
-        self.default_language = self.language(None, data.get("default_language", "zh-CN"), "default_language")
+        self.default_language = self.language(None, data.get("default_language", Language.zh_CN.value),
+                                              "default_language")
         max_inputs = self.integer(None, data, "max_inputs", 12, 1, 100)
         self.max_failures = self.integer(None, data, "max_failures", 2, 1, 10)
         self.timeout_ms = self.integer(None, data, "timeout_ms", 5000, 500, 120_000)
@@ -451,6 +454,11 @@ class _Checker:
         for status, prompt_id in statuses.items():
             if not isinstance(status, str) or not STATUS.match(status):
                 raise self.fail(where, f"ticket status {status!r} must be lowercase letters, digits or '_'")
+            if status not in TICKET_STATUSES:
+                raise self.fail(
+                    where, f"unknown ticket status {status!r}{_suggest(status, TICKET_STATUSES)}; "
+                           f"ticket statuses: {', '.join(TICKET_STATUSES)}"
+                )
             status_prompts[status] = self.prompt(where, prompt_id, f"statuses.{status}")
         return TicketStatusNode(
             **common,

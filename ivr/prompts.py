@@ -23,6 +23,7 @@ import wave
 from collections.abc import Callable
 from pathlib import Path
 
+from base.vocabulary import Language
 from ivr.errors import PromptError, PromptNameError, PromptRenderError, ToolMissingError
 from ivr.menu import PROMPT_ID, Menu
 
@@ -44,9 +45,9 @@ __all__ = [
 ]
 
 #: Menu language -> the language folder Asterisk looks in (CHANNEL(language)).
-ASTERISK_LANGUAGES = {"zh-CN": "zh", "en": "en"}
+ASTERISK_LANGUAGES = {Language.zh_CN.value: "zh", Language.en.value: "en"}
 #: Menu language -> espeak-ng voice.
-ESPEAK_VOICES = {"zh-CN": "cmn", "en": "en"}
+ESPEAK_VOICES = {Language.zh_CN.value: "cmn", Language.en.value: "en"}
 SOUND_FOLDER = "hotline"
 MANIFEST_NAME = "hotline-prompts.json"
 SAMPLE_RATE = 8000

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from ivr.actions import Action, CallerHungUp, Collect, Digits, Hangup, LookupTicket, Play, Route, TicketStatus
+from ivr.actions import (
+    Action,
+    CallerHungUp,
+    Collect,
+    Digits,
+    Hangup,
+    LookupTicket,
+    Play,
+    PromptUnavailable,
+    Route,
+    TicketStatus,
+)
 from ivr.engine import CallState, Engine
 
 
@@ -30,10 +41,13 @@ def simulate(
     keys: Iterable[str] = (),
     tickets: Mapping[str, str | None] | None = None,
     hang_up_after: int | None = None,
+    missing_prompts: Collection[str] = (),
 ) -> Transcript:
     """Run one call: each ``Collect`` takes the next keys ("" once they run out, i.e. silence),
     each ``LookupTicket`` is answered from ``tickets`` (number -> status; absent = no such ticket),
-    and the caller hangs up after ``hang_up_after`` inputs if given. The engine bounds the call."""
+    and the caller hangs up after ``hang_up_after`` inputs if given. A ``Collect`` of a prompt in
+    ``missing_prompts`` is answered ``PromptUnavailable`` (as a driver lacking its sound). The engine
+    bounds the call."""
     pending = iter(keys)
     tickets = tickets or {}
     step = engine.start()
@@ -45,6 +59,8 @@ def simulate(
             answer = CallerHungUp()
         elif isinstance(waiting, LookupTicket):
             answer = TicketStatus(waiting.number, tickets.get(waiting.number))
+        elif waiting.prompt in missing_prompts:
+            answer = PromptUnavailable(waiting.prompt)
         else:
             answer = Digits(next(pending, ""))
         step = engine.advance(step.state, answer)

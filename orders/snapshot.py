@@ -33,8 +33,17 @@ TEXT_LIMITS = {
     "call_channel": 128,
     "dialed_number": 64,
 }
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # the Unicode control characters (category Cc)
 _DATETIMES = ("created_at", "updated_at", "started_at", "answered_at", "ended_at")
 _CALL_FIELDS = ("linkedid", "call_channel", "dialed_number", "started_at", "answered_at", "ended_at", "outcome")
+
+
+def fit_text(name: str, value: str | None) -> str | None:
+    """Text from outside (Asterisk, a carrier) made storable in the field ``name``: control characters
+    (NUL among them) removed and cut to the field's size in TEXT_LIMITS. None stays None."""
+    if value is None:
+        return None
+    return _CONTROL.sub("", str(value))[:TEXT_LIMITS[name]]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def _cut_pipelining(session: RecordedSession) -> RecordedSession:
 def _replayable() -> list[RecordedSession]:
     sessions = []
     for name in ("fastagi-commands.txt", "fastagi-dtmf.txt", "fastagi-hangup.txt", "fastagi-failures.txt",
-                 "fastagi-route-sip.txt"):
+                 "fastagi-route-sip.txt", "fastagi-missing-sounds.txt"):
         for s in load_sessions(name):
             if any(kind == "send" for kind, _ in s.exchange):
                 sessions.append(_cut_pipelining(s))
@@ -185,3 +185,86 @@ def test_dtmf_recording_results_read_as_keys():
     assert results["GET DATA beep 2000 4"] == ("", "timeout")
     assert results["GET DATA beep 3000 4"] == ("5", "timeout")
     assert results["WAIT FOR DIGIT 5000"][0] in ("55", "42")
+
+
+# --- GET DATA's -1: a missing sound on a live channel, or a caller who hung up ---------------------------
+
+DEAD = "511 Command Not Permitted on a dead channel or intercept routine"  # as recorded, for any refused command
+
+
+def _recorded(name: str, title: str) -> RecordedSession:
+    return next(s for s in load_sessions(name) if title in s.title)
+
+
+def _reply_to(session: RecordedSession, command: str) -> list[tuple[str, str]]:
+    """The recorded command and the lines Asterisk sent after it, up to the next command."""
+    at = session.exchange.index(("send", command))
+    out = [session.exchange[at]]
+    for kind, line in session.exchange[at + 1:]:
+        if kind != "recv":
+            break
+        out.append((kind, line))
+    return out
+
+
+def _get_data_then_status(name: str, title: str, command: str, status_reply: str) -> RecordedSession:
+    """A recorded GET DATA and its reply, then the server's CHANNEL STATUS and Asterisk's answer to it."""
+    recorded = _recorded(name, title)
+    ending = [("server_eof", "")] + ([("recv", "HANGUP")] if "AGISIGHUP=no" not in recorded.title else [])
+    return RecordedSession(title=recorded.title, env=recorded.env, exchange=[
+        *_reply_to(recorded, command), ("send", "CHANNEL STATUS"), ("recv", status_reply), *ending,
+        ("asterisk_eof", "")])
+
+
+class GetDigitsHandler:
+    def __init__(self, sound: str, timeout_ms: int, max_digits: int):
+        self.args = (sound, timeout_ms, max_digits)
+        self.outcome: object = None
+        self.hung_up = None
+        self.done = threading.Event()
+
+    def handle(self, agi) -> None:
+        try:
+            self.outcome = agi.get_digits(*self.args)
+        except pyst.AGIError as exc:
+            self.outcome = exc
+        finally:
+            self.hung_up = agi.hung_up
+            self.done.set()
+
+
+def _replay_get_digits(session: RecordedSession, args: tuple[str, int, int]) -> GetDigitsHandler:
+    handler = GetDigitsHandler(*args)
+    registry = HandlerRegistry()
+    script = [l for l in session.env if l.startswith("agi_network_script:")][0].split(": ", 1)[1]
+    registry.register(script, handler)
+    server = FastAGIServer(registry, "127.0.0.1", 0, ServerLimits(read_timeout=5, drain_timeout=1))
+    server.start()
+    try:
+        assert _play_asterisk(server.address, session) == []
+        assert handler.done.wait(10)
+    finally:
+        server.shutdown(grace=5)
+    return handler
+
+
+def test_get_data_of_a_missing_sound_on_a_live_channel_is_no_hang_up():
+    """fastagi-missing-sounds.txt: -1, no HANGUP line, and CHANNEL STATUS says 6 (up)."""
+    recorded = load_sessions("fastagi-missing-sounds.txt")[0]
+    assert _reply_to(recorded, "CHANNEL STATUS")[1:] == [("recv", "200 result=6")]
+    session = _get_data_then_status("fastagi-missing-sounds.txt", "", "GET DATA hotline/no-such-prompt 3000 1",
+                                    "200 result=6")
+    handler = _replay_get_digits(session, ("hotline/no-such-prompt", 3000, 1))
+    assert isinstance(handler.outcome, CommandFailed) and not isinstance(handler.outcome, ChannelHungUp)
+    assert handler.hung_up is False
+
+
+@pytest.mark.parametrize("title, command", [
+    ("case 5: a real SIP caller", "GET DATA beep 10000 4"),  # -1 then HANGUP
+    ("case 8: AGISIGHUP=no", "GET DATA beep 10000 4"),  # -1 and never a HANGUP line: only the 511 tells
+])
+def test_get_data_minus_one_after_a_hang_up_is_a_hang_up(title, command):
+    session = _get_data_then_status("fastagi-hangup.txt", title, command, DEAD)
+    handler = _replay_get_digits(session, ("beep", 10000, 4))
+    assert isinstance(handler.outcome, ChannelHungUp)
+    assert handler.hung_up is True

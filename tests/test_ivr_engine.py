@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from base.vocabulary import TicketStatus as TicketStatuses
 from ivr.actions import (
     FINAL_ACTIONS,
     WAITING_ACTIONS,
@@ -21,6 +22,7 @@ from ivr.actions import (
     Hangup,
     LookupTicket,
     Play,
+    PromptUnavailable,
     Route,
     SetLanguage,
     TicketStatus,
@@ -35,7 +37,7 @@ NO_MENU = Engine(load_menu("no-menu"))
 
 AGENT = Route(category="general", urgency="normal")
 LANGUAGE_KEYS = {"zh-CN": "1", "en": "2"}
-TICKET_STATUSES = ["in_ivr", "queued", "abandoned_in_ivr", "in_progress", "dispatched", "resolved", "closed"]
+TICKET_STATUSES = [status.value for status in TicketStatuses]
 
 MAIN_MENU = Collect(prompt="main-menu", max_digits=1, timeout_ms=6000)
 TICKET_ENTRY = Collect(prompt="enter-ticket-number", max_digits=16, timeout_ms=10000)
@@ -161,6 +163,7 @@ EXPECTED_STATUS_PROMPT = {
     "queued": "status-received",
     "in_progress": "status-received",
     "abandoned_in_ivr": "status-incomplete",
+    "abandoned_in_queue": "status-callback",
     "dispatched": "status-dispatched",
     "resolved": "status-resolved",
     "closed": "status-resolved",
@@ -273,9 +276,57 @@ def test_advancing_a_finished_call_is_a_typed_error():
     routed = drive(DEFAULT, "1", "1")
     with pytest.raises(CallFinishedError, match="already finished"):
         DEFAULT.advance(routed.state, Digits("1"))
+    with pytest.raises(CallFinishedError):
+        DEFAULT.advance(routed.state, PromptUnavailable("connecting"))
     hung_up = drive(DEFAULT, CallerHungUp())
     with pytest.raises(CallFinishedError):
         DEFAULT.advance(hung_up.state, CallerHungUp())
+    said_goodbye = drive(DEFAULT, "1", "4", "55", TicketStatus("55", "resolved"), "")
+    assert said_goodbye.state.hangup == Hangup("status-given")
+    with pytest.raises(CallFinishedError):
+        DEFAULT.advance(said_goodbye.state, CallerHungUp())
+
+
+@pytest.mark.parametrize("keys, route, language", [
+    (("2", "2"), Route("urgent", "high"), "en"),
+    (("1", "3"), Route("traffic", "normal"), "zh-CN"),
+    (("1", "4", "55", TicketStatus("55", "queued"), "0"), Route("status", "normal"), "zh-CN"),
+])
+def test_a_hang_up_after_the_route_keeps_what_the_caller_chose(keys, route, language):
+    """During the route's prompt or the hand-over: abandoned, but the route is the caller's choice."""
+    routed = drive(DEFAULT, *keys)
+    assert routed.state.route == route and not routed.state.abandoned
+    step = DEFAULT.advance(routed.state, CallerHungUp())
+    assert step.actions == (Hangup("caller"),)
+    state = step.state
+    assert state.finished and state.abandoned and state.hangup == Hangup("caller")
+    assert state.route == route and state.language == language
+    assert state.path == (*routed.state.path, f"{routed.state.node}:hangup")
+    assert state.steps == routed.state.steps + 1
+    with pytest.raises(CallFinishedError):
+        DEFAULT.advance(state, CallerHungUp())
+
+
+def test_a_hang_up_during_the_no_menu_welcome_keeps_the_route():
+    state = NO_MENU.advance(NO_MENU.start().state, CallerHungUp()).state
+    assert state.abandoned and state.route == Route("general", "normal") and state.path_text == "agent:hangup"
+
+
+@pytest.mark.parametrize("keys, prompt, path, language", [
+    ((), "choose-language", "language:prompt-missing", "zh-CN"),
+    (("2",), "main-menu", "language:2>main:prompt-missing", "en"),
+    (("1", "4"), "enter-ticket-number", "language:1>main:4>status:prompt-missing", "zh-CN"),
+    (("2", "9"), "main-menu", "language:2>main:invalid>main:prompt-missing", "en"),
+])
+def test_a_prompt_the_driver_cannot_play_sends_the_caller_to_an_agent_in_their_language(keys, prompt, path,
+                                                                                        language):
+    before = drive(DEFAULT, *keys)
+    assert before.actions[-1].prompt == prompt
+    step = DEFAULT.advance(before.state, PromptUnavailable(prompt))
+    assert step.actions == (Play("connecting"), AGENT)
+    assert step.state.route == AGENT and not step.state.abandoned
+    assert step.state.path_text == path and step.state.language == language
+    assert_step_shape(step)
 
 
 @pytest.mark.parametrize("thing", ["1", None, 1, Route("general", "normal")])
@@ -289,6 +340,8 @@ def test_inputs_validate_their_fields():
         Digits(None)
     with pytest.raises(InputError):
         TicketStatus(42, "queued")
+    with pytest.raises(InputError):
+        PromptUnavailable(None)
 
 
 @pytest.mark.parametrize(
@@ -382,6 +435,12 @@ def test_simulator_answers_collects_and_lookups():
     assert SetLanguage("en") in transcript.actions
 
 
+def test_simulator_can_lack_a_prompt():
+    transcript = simulate(DEFAULT, keys=["2", "1"], missing_prompts={"main-menu"})
+    assert transcript.final == AGENT and transcript.state.language == "en"
+    assert transcript.state.path_text == "language:2>main:prompt-missing"
+
+
 def test_simulator_can_hang_up_after_some_inputs():
     transcript = simulate(DEFAULT, keys=["1", "9", "9"], hang_up_after=2)
     assert transcript.state.abandoned
@@ -390,7 +449,9 @@ def test_simulator_can_hang_up_after_some_inputs():
 
 # --- property: whatever the caller (or a confused driver) sends, the call ends, boundedly ------------
 
-TOKEN = re.compile(r"^[A-Za-z0-9_-]+:([0-9*]|timeout|invalid|number|not-found|hangup|limit|unexpected|[a-z][a-z0-9_]*)$")
+TOKEN = re.compile(
+    r"^[A-Za-z0-9_-]+:([0-9*]|timeout|invalid|number|not-found|hangup|prompt-missing|limit|unexpected|[a-z][a-z0-9_]*)$"
+)
 
 keys = st.one_of(
     st.text(alphabet="0123456789*#", max_size=20),
@@ -403,6 +464,7 @@ events = st.one_of(
     st.sampled_from(TICKET_STATUSES + [None, "bogus"]).map(lambda s: ("status", s)),
     st.booleans().map(lambda same: ("status-of-other-ticket", same)),
     st.just(("hangup", None)),
+    st.just(("prompt-missing", None)),
 )
 
 
@@ -423,6 +485,8 @@ def run_random_call(engine: Engine, script: list[tuple[str, object]]) -> Step:
             item = TicketStatus(number, value)
         elif kind == "status-of-other-ticket":
             item = TicketStatus("x", "resolved")
+        elif kind == "prompt-missing":
+            item = PromptUnavailable(getattr(waiting, "prompt", "x"))
         elif isinstance(waiting, LookupTicket):
             item = TicketStatus(waiting.number, None)
         else:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from base.vocabulary import Language, TicketStatus, Urgency
+from ivr.actions import URGENCIES
 from ivr.errors import MenuError, MenuWarning
 from ivr.menu import (
     LANGUAGES,
@@ -23,7 +25,7 @@ from ivr.menu import (
 )
 
 MENUS_DIR = Path(__file__).resolve().parent.parent / "ivr" / "menus"
-TICKET_STATUSES = {"in_ivr", "queued", "abandoned_in_ivr", "in_progress", "dispatched", "resolved", "closed"}
+TICKET_STATUSES = {status.value for status in TicketStatus}
 
 # A small valid menu; each error test breaks one thing in a copy of it.
 BASE = {
@@ -306,6 +308,27 @@ def test_choice_target_mapping_needs_next(tmp_path):
 def test_bad_ticket_status_name(tmp_path):
     path = broken(tmp_path, lambda d: d["nodes"]["status"]["statuses"].update({"In Progress": "done"}))
     assert_menu_error(path, "node 'status'", "ticket status 'In Progress'")
+
+
+@pytest.mark.parametrize("status, hint", [("resolvd", "did you mean 'resolved'?"), ("lost", "")])
+def test_a_status_that_is_no_ticket_status_is_refused(tmp_path, status, hint):
+    path = broken(tmp_path, lambda d: d["nodes"]["status"]["statuses"].update({status: "done"}))
+    assert_menu_error(path, "node 'status'", f"unknown ticket status '{status}'", hint, "abandoned_in_queue")
+
+
+def test_the_menu_words_are_the_shared_vocabulary():
+    assert LANGUAGES == tuple(language.value for language in Language)
+    assert URGENCIES == tuple(urgency.value for urgency in Urgency)
+
+
+@pytest.mark.parametrize("name", ["default", "no-menu"])
+def test_every_ticket_status_has_a_spoken_answer_in_each_bundled_menu(name):
+    menu = load_menu(name)
+    for node in menu.nodes.values():
+        if isinstance(node, TicketStatusNode):
+            assert set(node.statuses) == TICKET_STATUSES, f"{name}: node '{node.id}'"
+            for prompt_id in node.statuses.values():
+                assert all(menu.prompt_text(prompt_id, language) for language in LANGUAGES)
 
 
 def test_announcement_cycle_with_no_way_out(tmp_path):

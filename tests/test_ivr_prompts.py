@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from base.vocabulary import Language
 from ivr.errors import PromptError
 from ivr.menu import load_menu
 from ivr.prompts import (
+    ASTERISK_LANGUAGES,
+    ESPEAK_VOICES,
     MANIFEST_NAME,
     PromptNameError,
     PromptRenderError,
@@ -211,3 +214,7 @@ def test_a_text_starting_with_a_dash_is_spoken_not_taken_for_an_option(tmp_path)
     written = render_prompts(small_menu(tmp_path, welcome_en="-v zz --help"), tmp_path / "s")
     assert wav_format(tmp_path / "s" / "en" / "hotline" / "welcome.wav") == (8000, 1, 2)
     assert len(written) == 4
+
+
+def test_every_language_has_a_sound_folder_and_a_voice():
+    assert set(ASTERISK_LANGUAGES) == set(ESPEAK_VOICES) == {language.value for language in Language}

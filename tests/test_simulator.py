@@ -64,3 +64,60 @@ def test_hangup_during_a_prompt_then_dead_channel_rules_as_recorded():
     assert channel.respond('STREAM FILE beep ""') == [
         "511 Command Not Permitted on a dead channel or intercept routine"]
     assert channel.respond('VERBOSE "still here" 1') == ["200 result=1"]
+
+
+def test_missing_sounds_are_answered_as_recorded_and_the_channel_stays_up():
+    """fastagi-missing-sounds.txt: GET DATA -1 with no HANGUP line, STREAM FILE -1 endpos=0, still up."""
+    recorded = dict(_exchange(load_sessions("fastagi-missing-sounds.txt")[0]))
+    channel = SimulatedChannel(Caller(missing_sounds=True, keys=["1"]))
+    for command in ("GET DATA hotline/no-such-prompt 3000 1", 'STREAM FILE hotline/no-such-prompt ""',
+                    "CHANNEL STATUS", "GET DATA hotline/no-such-prompt 1000 4",
+                    'VERBOSE "still up after missing prompts" 1'):
+        assert channel.respond(command) == recorded[command], command
+    assert not channel.hung_up and channel.keys == ["1"]  # the caller heard nothing, so pressed nothing
+
+
+def test_a_hang_up_during_get_data_of_a_missing_sound_is_still_a_hang_up():
+    channel = SimulatedChannel(Caller(missing_sounds=True, hangup_at=1))
+    assert channel.respond("GET DATA hotline/no-such-prompt 3000 1") == ["200 result=-1", "HANGUP"]
+    assert channel.respond("CHANNEL STATUS") == ["511 Command Not Permitted on a dead channel or intercept routine"]
+
+
+def test_agisighup_no_sends_no_hangup_line_as_recorded():
+    recorded = next(s for s in load_sessions("fastagi-hangup.txt") if "AGISIGHUP=no" in s.title)
+    assert ("recv", "HANGUP") not in recorded.exchange
+    channel = SimulatedChannel(Caller(agisighup=False, hangup_at=1))
+    assert channel.respond("GET DATA beep 10000 4") == ["200 result=-1"]
+    assert channel.respond('STREAM FILE beep ""') == dict(_exchange(recorded))['STREAM FILE beep ""']
+
+
+@pytest.mark.parametrize("caller, expected", [
+    (Caller(), "0"),
+    (Caller(number="unknown"), "67"),
+    (Caller(number="13800138000", callingpres=32), "32"),
+])
+def test_callingpres_can_be_set(caller, expected):
+    env = dict(line.split(": ", 1) for line in SimulatedChannel(caller).env_lines() if line)
+    assert env["agi_callingpres"] == expected
+
+
+def test_agi_values_can_be_replaced_or_added_in_place():
+    odd = {"agi_dnid": "9" * 70, "agi_channel": "PJSIP/x\x00y", "agi_arg_1": "extra"}
+    lines = SimulatedChannel(Caller(env=odd)).env_lines()
+    keys = [line.split(":", 1)[0] for line in lines if line]
+    assert keys == [line.split(":", 1)[0] for line in SimulatedChannel(Caller()).env_lines() if line] + ["agi_arg_1"]
+    env = dict(line.split(": ", 1) for line in lines if line)
+    assert {key: env[key] for key in odd} == odd
+    assert lines[-1] == ""
+
+
+def _exchange(session):
+    """(command, reply lines) for each command of a recorded session."""
+    out, command = [], None
+    for kind, line in session.exchange:
+        if kind == "send":
+            command = line
+            out.append((command, []))
+        elif kind == "recv" and command is not None and line != "HANGUP":
+            out[-1][1].append(line)
+    return out

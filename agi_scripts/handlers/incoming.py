@@ -2,8 +2,11 @@
 
 Opens a ticket for the call, runs the IVR, picks the queue and priority, and hands the choice back to
 the dialplan as channel variables. Whatever fails here, the caller is never stranded: the ticket
-number is set first, a fallback queue is set when the handler cannot decide, and a hang-up in the IVR
-still leaves a ticket (abandoned in IVR). A database outage defers the ticket write (orders.writer).
+number is set first, a fallback queue is set (and the call handed back) before any wait on storage
+when the handler cannot decide, and a hang-up still leaves a ticket, abandoned in IVR with the
+choices made so far; a caller whose ``HANGUP`` came before the queue was set is never counted as
+routed. Odd ``agi_*`` values are cleaned to fit the ticket rather than cost it. A database outage
+defers the ticket write (orders.writer).
 """
 
 from __future__ import annotations
@@ -20,20 +23,19 @@ from agi_scripts.channel import HotlineAGI
 from agi_scripts.ivr_driver import run_ivr
 from asterisk import agi as pyst
 from base import metrics
+from ivr.actions import CallerHungUp
 from ivr.engine import CallState, Engine
 from ivr.menu import load_menu
 from orders.caller import CallerNumber, normalise_caller
 from orders.errors import StorageError, TicketNumberUnavailable
 from orders.lifecycle import CallOutcome, TicketStatus
-from orders.snapshot import TicketSnapshot
+from orders.snapshot import TicketSnapshot, fit_text
 from queues.routing import QueueChoice, RoutingRules
 
 log = logging.getLogger("hotline.agi.incoming")
 
 _CALLS = metrics.counter("hotline_incoming_calls_total", "Calls through the incoming handler by outcome",
                          ["outcome"])
-_WRITES = metrics.counter("hotline_ticket_writes_total", "Ticket saves from calls by how they were kept",
-                          ["how"])
 
 
 def _utcnow() -> datetime:
@@ -45,9 +47,10 @@ class IncomingCall:
     engine: Engine
     rules: RoutingRules
     tickets: object  # orders.store.TicketStore: status_of, called_recently
-    writer: object  # orders.writer.TicketWriter: save
+    writer: object  # orders.writer.TicketWriter: save_later
     numbers: object  # orders.ticket_numbers.TicketNumberAllocator: next
     region: str = "CN"
+    local_area_code: str | None = None  # reads a caller's local landline number without its area code
     repeat_window: timedelta = timedelta(hours=24)
     clock: Callable[[], datetime] = _utcnow
     background: Executor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="ticket-io"))
@@ -55,52 +58,64 @@ class IncomingCall:
     def handle(self, agi: HotlineAGI) -> None:
         env = agi.environment
         started = self.clock()
-        caller = normalise_caller(env.get("agi_callerid"), self.region)
+        caller = normalise_caller(env.get("agi_callerid"), self.region, self.local_area_code)
         ticket = self._open_ticket(env, caller, started)
-        opened = repeat = None
-        queue_set = closed = False  # closed: the ticket's end-of-IVR state is saved
+        repeat = None
+        progress = _Progress()  # the caller's choices so far, for a ticket written after a failure
+        handed_over = closed = False  # closed: the ticket's end-of-IVR state is saved
         try:
             if ticket is not None:
                 agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
-                # The agi_* block has no linkedid; AMI queue events and CDRs join calls on it.
-                ticket = dataclasses.replace(ticket, linkedid=agi.get_variable(variables.CHANNEL_LINKEDID) or None)
+                if ticket.has_call:
+                    # The agi_* block has no linkedid; AMI queue events and CDRs join calls on it.
+                    linkedid = fit_text("linkedid", agi.get_variable(variables.CHANNEL_LINKEDID)) or None
+                    ticket = dataclasses.replace(ticket, linkedid=linkedid)
                 # Database work runs beside the IVR, not between the caller's key presses.
-                opened = self.background.submit(self._save, ticket)
+                self.writer.save_later(ticket)
                 repeat = self.background.submit(self._repeat_caller, caller, ticket.number)
-            state = run_ivr(agi, self.engine, self._status_of)
-            if state.route is not None:
+            state = run_ivr(agi, self.engine, self._status_of, progress.note)
+            if state.route is not None and not state.abandoned:
                 choice = self.rules.choose(state.language, state.route.category, state.route.urgency,
                                            _result(repeat, default=False))
-                self._hand_to_queue(agi, choice)
-                queue_set = True
-                agi.release()  # the caller goes on to the queue; the ticket is saved after
-                outcome, status, ended = CallOutcome.routed, TicketStatus.queued, False
-            elif state.abandoned:
+                handed_over = self._hand_to_queue(agi, choice)
+                if handed_over:
+                    agi.release()  # the caller goes on to the queue; the ticket is saved after
+                else:  # a HANGUP came before the queue was set: the dialplan runs only its h extension
+                    state = self._gone(state)
+            if state.abandoned:
                 outcome, status, ended = CallOutcome.abandoned_in_ivr, TicketStatus.abandoned_in_ivr, True
+            elif state.route is not None:
+                outcome, status, ended = CallOutcome.routed, TicketStatus.queued, False
             else:  # the caller heard a ticket's status and said goodbye
                 outcome, status, ended = CallOutcome.status_given, TicketStatus.closed, True
-            self._finish(ticket, opened, state, status, outcome, ended)
             closed = True
+            self._finish(ticket, state, status, outcome, ended)
             _CALLS.labels(outcome.value).inc()
-            if outcome is CallOutcome.status_given:
+            if outcome is CallOutcome.status_given and not agi.hung_up:
                 agi.hangup()
         except pyst.AGIHangup:  # ChannelHungUp, ConnectionClosed: the caller is gone
-            if not closed and not queue_set:
-                self._finish(ticket, opened, None, TicketStatus.abandoned_in_ivr, CallOutcome.abandoned_in_ivr)
+            if not closed and not handed_over:
+                closed = True
+                self._finish(ticket, self._gone(progress.state), TicketStatus.abandoned_in_ivr,
+                             CallOutcome.abandoned_in_ivr)
                 _CALLS.labels(CallOutcome.abandoned_in_ivr.value).inc()
             raise
         except Exception:
-            # A bug or an outage we did not foresee: the caller still reaches an agent.
-            log.exception("incoming call handler failed; sending the caller to the default queue",
-                          extra={"event": "incoming.fallback", "ticket": ticket.number if ticket else None})
-            _CALLS.labels(CallOutcome.fallback.value).inc()
-            if not queue_set:
-                if not closed:
-                    self._finish(ticket, opened, None, TicketStatus.queued, CallOutcome.fallback, ended=False)
-                agi.deadline = None  # past its time budget or not, the session still hands the caller on
-                if ticket is not None:
-                    agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
-                self._hand_to_queue(agi, QueueChoice(self.rules.default_queue, self.rules.priority_normal))
+            log.exception("incoming call handler failed", extra={"event": "incoming.fallback",
+                                                                 "ticket": ticket.number if ticket else None})
+            if closed or handed_over:
+                return
+            # A bug or an outage we did not foresee: the caller still reaches an agent, before any storage wait.
+            gone = agi.hung_up or (progress.state is not None and progress.state.abandoned)
+            if not gone:
+                gone = not self._fall_back(agi, ticket)
+            if gone:
+                self._finish(ticket, self._gone(progress.state), TicketStatus.abandoned_in_ivr,
+                             CallOutcome.abandoned_in_ivr)
+                _CALLS.labels(CallOutcome.abandoned_in_ivr.value).inc()
+            else:
+                self._finish(ticket, progress.state, TicketStatus.queued, CallOutcome.fallback, ended=False)
+                _CALLS.labels(CallOutcome.fallback.value).inc()
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -109,15 +124,19 @@ class IncomingCall:
             number = self.numbers.next(now)
         except TicketNumberUnavailable:
             log.error("no ticket number could be allocated (Redis and database both unreachable); "
-                      "the call goes on without a ticket", extra={"event": "incoming.no_ticket_number",
-                                                                 "uniqueid": env.get("agi_uniqueid")})
+                      "the call goes on without a ticket",
+                      extra={"event": "incoming.no_ticket_number",
+                             "uniqueid": fit_text("uniqueid", env.get("agi_uniqueid"))})
             return None
+        # Asterisk passes on whatever a carrier sent: keep what fits the columns rather than lose the ticket.
+        uniqueid = fit_text("uniqueid", env.get("agi_uniqueid")) or None
+        call = dict(uniqueid=uniqueid, call_channel=fit_text("call_channel", env.get("agi_channel")) or None,
+                    dialed_number=_known(fit_text("dialed_number", env.get("agi_dnid"))), started_at=now)
         return TicketSnapshot(
             number=number, revision=1, caller_raw=caller.raw, caller_e164=caller.e164, caller_kind=caller.kind,
             created_at=now, language=self.engine.menu.default_language, status=TicketStatus.in_ivr.value,
-            uniqueid=env.get("agi_uniqueid") or None,
-            call_channel=env.get("agi_channel") or None, dialed_number=_known(env.get("agi_dnid")),
-            started_at=now,
+            confidential=presentation_restricted(env.get("agi_callingpres")),
+            **(call if uniqueid is not None else {}),  # without a uniqueid there is no call record to fill
         )
 
     def _status_of(self, number: str) -> str | None:
@@ -133,32 +152,58 @@ class IncomingCall:
         except StorageError:
             return False
 
-    def _hand_to_queue(self, agi: HotlineAGI, choice: QueueChoice) -> None:
+    def _hand_to_queue(self, agi: HotlineAGI, choice: QueueChoice) -> bool:
+        """Set the queue variables; False when a ``HANGUP`` came first (the caller never reaches the queue)."""
         # HOTLINE_LANG is already set: the IVR driver sets it with every change of language.
+        if agi.hung_up:
+            return False
         agi.set_variable(variables.HOTLINE_PRIORITY, choice.priority)
         agi.set_variable(variables.HOTLINE_QUEUE, choice.queue)  # last: the dialplan's sign that all is set
+        # A HANGUP line read before these replies means the caller left before the queue was set.
+        return not agi.hung_up
 
-    def _finish(self, ticket: TicketSnapshot | None, opened: Future | None, state: CallState | None,
+    def _fall_back(self, agi: HotlineAGI, ticket: TicketSnapshot | None) -> bool:
+        """Send the caller to the default queue and hand the call back; False when the caller is gone."""
+        agi.deadline = None  # past its time budget or not, the session still hands the caller on
+        try:
+            if ticket is not None:
+                agi.set_variable(variables.HOTLINE_TICKET, ticket.number)
+            if not self._hand_to_queue(agi, QueueChoice(self.rules.default_queue, self.rules.priority_normal)):
+                return False
+            agi.release()
+        except pyst.AGIHangup:
+            return False
+        except Exception:
+            log.exception("the default queue could not be set", extra={"event": "incoming.fallback_failed",
+                                                                       "ticket": ticket.number if ticket else None})
+            agi.release()  # the dialplan's own default queue takes the caller
+        return True
+
+    def _gone(self, state: CallState | None) -> CallState | None:
+        """``state`` as the engine ends it for a caller who hung up there, keeping their choices."""
+        if state is None or state.abandoned or (state.finished and state.route is None):
+            return state
+        return self.engine.advance(state, CallerHungUp()).state
+
+    def _finish(self, ticket: TicketSnapshot | None, state: CallState | None,
                 status: TicketStatus, outcome: CallOutcome, ended: bool = True) -> None:
-        """Save the ticket's state at the end of the IVR (after the opening save, which it supersedes)."""
+        """Save the ticket's state at the end of the IVR. Its revision supersedes the opening save's, in
+        whichever order the writer's threads get to them, so nothing here waits for the database."""
         if ticket is None:
             return
         now = self.clock()
-        changes = {"status": status.value, "outcome": outcome.value}
+        changes = {"status": status.value}
+        if ticket.has_call:
+            changes["outcome"] = outcome.value
+            if ended:
+                changes["ended_at"] = now
         if state is not None:
-            changes.update(language=state.language, ivr_path=state.path_text)
+            changes.update(language=state.language, ivr_path=fit_text("ivr_path", state.path_text))
             if state.route is not None:
-                changes.update(category=state.route.category, urgency=state.route.urgency)
+                changes.update(category=fit_text("category", state.route.category), urgency=state.route.urgency)
             elif outcome is CallOutcome.status_given:
                 changes.update(category="status")
-        if ended:
-            changes["ended_at"] = now
-        _result(opened, default=None, timeout=None)
-        self._save(ticket.next(now, **changes))
-
-    def _save(self, ticket: TicketSnapshot) -> None:
-        how = self.writer.save(ticket)
-        _WRITES.labels(str(getattr(how, "value", how))).inc()
+        self.writer.save_later(ticket.next(now, **changes))
 
 
 def _result(future: Future | None, default, timeout: float | None = 2.0):
@@ -175,3 +220,26 @@ def _result(future: Future | None, default, timeout: float | None = 2.0):
 
 def _known(value: str | None) -> str | None:
     return None if not value or value == "unknown" else value
+
+
+def presentation_restricted(callingpres: str | None) -> bool:
+    """Whether ``agi_callingpres`` says the caller withheld their number (presentation restricted).
+
+    Bits 5-6 are the presentation (0x00 allowed, 0x20 restricted, 0x40 unavailable), bits 0-1 the
+    screening: 32-35 are restricted. "Unavailable" (64-67) means the network has no number, not a wish.
+    """
+    try:
+        value = int(str(callingpres).strip())
+    except ValueError:
+        return False
+    return value & 0x60 == 0x20
+
+
+class _Progress:
+    """The IVR state of one call as it goes (run_ivr reports each state)."""
+
+    def __init__(self) -> None:
+        self.state: CallState | None = None
+
+    def note(self, state: CallState) -> None:
+        self.state = state
