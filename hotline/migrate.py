@@ -44,7 +44,7 @@ def downgrade(database_url: str, revision: str) -> None:
 
 def _run(alembic_command, database_url: str, revision: str) -> None:
     """Run an Alembic command in one transaction on our own engine (URL forms, SQLite pragmas)."""
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, statement_timeout=None)  # a migration may take long on a big table
     try:
         with engine.begin() as connection:
             config = make_config(database_url)
@@ -56,7 +56,7 @@ def _run(alembic_command, database_url: str, revision: str) -> None:
 
 def current(database_url: str) -> str | None:
     """The revision the database is at (None for a database never migrated)."""
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, statement_timeout=None)  # a migration may take long on a big table
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()

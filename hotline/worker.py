@@ -1,6 +1,12 @@
-"""The background worker: RQ jobs (deferred ticket writes, later dispatch and surveys) with the scheduler.
+"""The background worker: RQ jobs (ticket writes that even the spool refused, later dispatch and surveys)
+with the scheduler, plus two housekeeping threads:
 
-Before taking jobs it replays the ticket spool (snapshots written to disk while Redis was down too).
+* the ticket spool replayed every few seconds (``start_replaying``: snapshots a database outage left on
+  this host's disk reach the database within seconds of its return, with no RQ scheduler involved);
+* stale calls settled every ``stale_call_check_seconds``: tickets still ``in_ivr`` well past the longest AGI session
+  (``agi_session_timeout`` + a margin) belong to a handler that died (its process was killed), and the
+  dialplan's fallback queued their callers (TicketStore.settle_stale_calls).
+
 A SimpleWorker runs jobs in its own process: the jobs are short database writes, and forking per job
 would also fork the database connection pool.
 """
@@ -9,16 +15,35 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime, timedelta, timezone
 
 from rq import Queue, SimpleWorker
 
 from config import Settings
 from hotline.services import build_services
 from jobs import tickets as ticket_jobs
+from orders.errors import StorageError
 
 log = logging.getLogger("hotline.worker")
 
-SPOOL_REPLAY_SECONDS = 60.0
+
+
+def stale_cutoff(settings: Settings, now: datetime | None = None) -> datetime:
+    """Tickets created before this and still ``in_ivr`` belong to a call whose handler died."""
+    now = now or datetime.now(timezone.utc)
+    return now - timedelta(seconds=settings.agi_session_timeout + settings.stale_call_margin_seconds)
+
+
+def settle_stale_calls(services, now: datetime | None = None) -> int:
+    """One round of settling; errors are logged, never raised (the next round tries again)."""
+    try:
+        settled = services.tickets.settle_stale_calls(stale_cutoff(services.settings, now))
+    except StorageError as exc:
+        log.warning("stale calls not settled now: %s", exc)
+        return 0
+    if settled:
+        log.warning("%d ticket(s) left in_ivr by a dead call handler settled as queued (fallback)", settled)
+    return settled
 
 
 def run_worker(settings: Settings, burst: bool = False) -> bool:
@@ -26,10 +51,12 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     ticket_jobs.configure(services.tickets)
     writer = services.writer
     writer.replay_spool()
+    settle_stale_calls(services)
     stop = threading.Event()
-    if not burst:  # snapshots spooled later (a FastAGI process lost Redis) are picked up within a minute
-        threading.Thread(target=_replay_spool_every, args=(writer, SPOOL_REPLAY_SECONDS, stop), daemon=True,
-                         name="spool-replay").start()
+    if not burst:
+        writer.start_replaying(settings.ticket_spool_replay_seconds)
+        threading.Thread(target=_settle_every, args=(services, settings.stale_call_check_seconds, stop), daemon=True,
+                         name="settle-stale-calls").start()
     queue = Queue(settings.rq_queue, connection=services.redis)
     worker = SimpleWorker([queue], connection=services.redis)
     try:
@@ -39,9 +66,9 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
         services.close()
 
 
-def _replay_spool_every(writer, seconds: float, stop: threading.Event) -> None:
+def _settle_every(services, seconds: float, stop: threading.Event) -> None:
     while not stop.wait(seconds):
         try:
-            writer.replay_spool()
+            settle_stale_calls(services)
         except Exception:
-            log.exception("ticket spool replay failed; trying again later")
+            log.exception("settling stale calls failed; trying again later")

@@ -1,5 +1,13 @@
 """The RQ side of ticket writes: a job that saves a snapshot, retried for about a day.
 
+It is the last resort only (orders.writer): a snapshot the database would not take goes to the spool on
+the local disk first, and to this queue only when the disk refuses it.
+
+No caller number reaches RQ's logs: RQ logs a job's description, id, arguments (``extra=``) and the
+traceback of a failure. So the job's arguments, description and id carry only the ticket number and
+revision; the snapshot itself rides in ``job.meta`` (stored with the job, never logged); and a failure
+raises an error whose message is safe (orders.errors), never the snapshot.
+
 Run a worker with the scheduler, or retries never come due::
 
     rq worker --with-scheduler --url redis://... hotline
@@ -20,11 +28,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from rq import Queue, Retry
+from rq import Queue, Retry, get_current_job
 from rq.job import Job
 
 from base.db import make_engine, make_session_factory
 from config import load_settings
+from orders.errors import InvalidSnapshot
 from orders.snapshot import TicketSnapshot
 from orders.store import TicketStore
 
@@ -36,6 +45,7 @@ RETRY_INTERVALS: tuple[int, ...] = (5, 15, 30, 60, 120, 300) + (600,) * 138
 FAILURE_TTL = timedelta(days=365)
 JOB_TIMEOUT = 60
 JOB_ID_PREFIX = "ticket-"
+META_KEY = "snapshot"
 
 _store: TicketStore | None = None
 
@@ -47,13 +57,15 @@ def default_retry() -> Retry:
 def enqueue_snapshot(queue: Queue, data: dict[str, Any], retry: Retry | None = None) -> Job:
     """Queue ``data`` (TicketSnapshot.to_dict()) for saving; raises InvalidSnapshot before queuing junk.
 
-    The job's description and id carry the ticket number only: RQ logs them, and the caller's number
-    must stay out of logs.
+    The job's arguments, description and id carry the ticket number only: RQ logs them, and the caller's
+    number must stay out of logs. The snapshot travels in ``job.meta``.
     """
     snapshot = TicketSnapshot.from_dict(data)
     return queue.enqueue(
         save_ticket_snapshot,
-        data,
+        snapshot.number,
+        snapshot.revision,
+        meta={META_KEY: snapshot.to_dict()},
         retry=retry or default_retry(),
         job_id=f"{JOB_ID_PREFIX}{snapshot.number}-r{snapshot.revision}-{uuid.uuid4().hex[:8]}",
         description=f"save ticket {snapshot.number} revision {snapshot.revision}",
@@ -80,8 +92,16 @@ def _current_store() -> TicketStore:
     return _store
 
 
-def save_ticket_snapshot(data: dict[str, Any]) -> bool:
-    """The job: save one snapshot. Raises StorageUnavailable (or any other error) so RQ retries."""
+def save_ticket_snapshot(number: str | dict[str, Any], revision: int | None = None) -> bool:
+    """The job: save one snapshot (from the job's meta; a dict argument: a job queued by an older
+    version, or a direct call). Raises StorageUnavailable (or any other error) so RQ retries."""
+    if isinstance(number, dict):
+        data: Any = number
+    else:
+        job = get_current_job()
+        data = job.meta.get(META_KEY) if job is not None else None
+        if data is None:
+            raise InvalidSnapshot(f"ticket {number} revision {revision}: the job carries no snapshot")
     snapshot = TicketSnapshot.from_dict(data)
     changed = _current_store().save(snapshot)
     log.info("ticket %s revision %d %s", snapshot.number, snapshot.revision,

@@ -8,6 +8,10 @@ Once an agent has taken a ticket (its status has left orders.lifecycle.CALL_PHAS
 still records what the call owns (the call record, IVR path, language) but no longer touches status,
 category, urgency or department: a retry delivered after the agent started work must not undo it.
 A snapshot may set ``confidential``, never clear it.
+
+``settle_stale_calls`` settles the tickets of calls whose handler died (a FastAGI process killed) and left
+them ``in_ivr``: they become ``queued`` (the dialplan's fallback queued the caller) without a new revision,
+so any snapshot the handler did manage to keep (a spool replay) still wins over the guess.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from orders.errors import SnapshotConflict, StorageError, StorageUnavailable, safe_error_text
-from orders.lifecycle import CALL_PHASE
+from orders.lifecycle import CALL_PHASE, CallOutcome, TicketStatus
 from orders.models import CallRecord, Ticket, TicketSequence
 from orders.snapshot import TicketSnapshot
 from orders.views import CallView, TicketFilter, TicketView
@@ -30,6 +34,7 @@ from orders.views import CallView, TicketFilter, TicketView
 __all__ = ["TicketStore", "TicketSequenceStore", "TicketFilter", "TicketView", "CallView"]
 
 _MAX_ATTEMPTS = 50
+_SETTLE_BATCH = 500
 
 _TICKET_FIELDS = (
     "caller_raw", "caller_e164", "caller_kind", "channel", "language", "ivr_path", "category",
@@ -158,6 +163,44 @@ class TicketStore:
             else:
                 conn.execute(_UPDATE_CALL, {"_id": call.id, **_call_values(snap)})
         return True
+
+    def settle_stale_calls(self, older_than: datetime, now: datetime | None = None) -> int:
+        """Settle tickets still ``in_ivr`` that were created before ``older_than``: status ``queued``,
+        their open call records' outcome ``fallback``; returns how many tickets were settled.
+
+        A call whose AGI session died (its process was killed) keeps the ticket ``in_ivr`` for ever; the
+        dialplan's fallback queued that caller (HOTLINE_TICKET is set before the first prompt), so
+        ``queued`` is what happened. The revision is left alone: a later, truer snapshot of the call (a
+        higher revision, e.g. replayed from a spool) still applies over the guess. Idempotent; safe with
+        concurrent workers (the status condition is re-checked by the UPDATE that changes a row).
+        """
+        if older_than.tzinfo is None or older_than.utcoffset() is None:
+            raise ValueError("older_than must carry a time zone")
+        now = now or datetime.now(timezone.utc)
+        in_ivr, queued = TicketStatus.in_ivr.value, TicketStatus.queued.value
+        settled = 0
+        with _database_errors("settling stale calls"):
+            while True:
+                with self._session_factory.begin() as session:
+                    conn = session.connection()
+                    candidates = conn.execute(
+                        select(_T.c.id).where(_T.c.status == in_ivr, _T.c.created_at < older_than)
+                        .order_by(_T.c.id).limit(_SETTLE_BATCH)
+                    ).scalars().all()
+                    if not candidates:
+                        return settled
+                    ids = conn.execute(
+                        _T.update().where(_T.c.id.in_(candidates), _T.c.status == in_ivr)
+                        .values(status=queued, updated_at=now).returning(_T.c.id)
+                    ).scalars().all()
+                    if ids:
+                        conn.execute(
+                            _C.update().where(_C.c.ticket_id.in_(ids), _C.c.outcome.is_(None))
+                            .values(outcome=CallOutcome.fallback.value)
+                        )
+                    settled += len(ids)
+                if len(candidates) < _SETTLE_BATCH:
+                    return settled
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ __all__ = [
     "make_snapshot",
     "pg_proxy",
     "rq_queue",
+    "run_bounded",
     "store",
     "unreachable_database_url",
 ]
@@ -90,14 +91,36 @@ def store(session_factory):
 
 class TcpProxy:
     """Relays 127.0.0.1:<port> to a target; ``stop()`` refuses new connections and cuts open ones
-    (the database is down), ``start()`` listens again on the same port (it is back)."""
+    (the database is down), ``start()`` listens again on the same port (it is back).
+
+    ``hold()`` makes the database hang instead (a server that stops answering, not one that refuses): new
+    connections are accepted and never relayed, and open ones stop relaying (what they send is read and
+    held back). ``release()`` (or ``start()`` after ``stop()``) lets held data through again and drops the
+    connections accepted while holding, as a resumed server whose clients gave up."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
+        self._held: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held, set()
+        for sock in held:
+            _close(sock)
+        self._flowing.set()
+
+    @property
+    def holding(self) -> bool:
+        return not self._flowing.is_set()
 
     def start(self) -> None:
         listener = socket.socket()
@@ -115,11 +138,8 @@ class TcpProxy:
         if listener is not None:
             listener.close()
         for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            _close(sock)
+        self.release()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -127,6 +147,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # listener closed by stop()
+            if self.holding:  # a hung server: the kernel accepts, nothing ever answers
+                with self._lock:
+                    self._held.add(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:
@@ -144,6 +168,9 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                while not self._flowing.wait(0.5):  # held: keep the data, relay nothing
+                    if src.fileno() < 0:
+                        return
                 dst.sendall(data)
         except OSError:
             pass
@@ -156,6 +183,34 @@ class TcpProxy:
 
     def url_for(self, database_url: str) -> str:
         return make_url(database_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+
+def run_bounded(target, limit=60.0):
+    """Run ``target`` in a thread; its result, or AssertionError if it is still waiting after ``limit``
+    seconds (a hang, as before the timeouts; the thread is left behind, a daemon)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = target()
+        except BaseException as exc:  # surfaced below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), "still waiting on a hung database"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 @pytest.fixture

@@ -223,3 +223,51 @@ def test_unreachable_database_raises_storage_unavailable(database_url, tmp_path)
             assert "13800138000" not in str(err.value) and err.value.__cause__ is None
     finally:
         engine.dispose()
+
+
+# -- calls whose handler died ----------------------------------------------------------------------------
+
+def test_stale_calls_are_settled_as_queued_without_a_new_revision(store):
+    stale = make_snapshot(number="2026112800001", uniqueid="1.1", created_at=T0)
+    fresh = make_snapshot(number="2026112800002", uniqueid="1.2", created_at=T0 + timedelta(hours=2))
+    routed = make_snapshot(number="2026112800003", uniqueid="1.3", created_at=T0)
+    for snap in (stale, fresh, routed.next(status="queued", outcome="routed")):
+        store.save(snap)
+    cutoff = T0 + timedelta(hours=1)
+    assert store.settle_stale_calls(cutoff) == 1
+    view = store.get(stale.number)
+    assert (view.status, view.revision, view.call.outcome) == ("queued", 1, "fallback")
+    assert store.get(fresh.number).status == "in_ivr"  # a call that may still be going on
+    assert store.get(routed.number).call.outcome == "routed"
+    assert store.settle_stale_calls(cutoff) == 0  # idempotent
+
+    # The truth arrives later (a snapshot replayed from a spool): it wins over the guess.
+    assert store.save(stale) is False  # the same revision again changes nothing
+    truer = stale.next(now=T0 + timedelta(minutes=1), status="abandoned_in_ivr", outcome="abandoned_in_ivr",
+                       ended_at=T0 + timedelta(minutes=1))
+    assert store.save(truer) is True
+    view = store.get(stale.number)
+    assert (view.status, view.revision, view.call.outcome) == ("abandoned_in_ivr", 2, "abandoned_in_ivr")
+
+
+def test_concurrent_settlers_settle_each_ticket_once(store, session_factory):
+    for i in range(60):
+        store.save(make_snapshot(number=f"20261128{i + 1:05d}", uniqueid=f"1.{i}", created_at=T0))
+    cutoff = T0 + timedelta(hours=1)
+    results = _run_together(4, lambda i: store.settle_stale_calls(cutoff))
+    assert sum(results) == 60
+    assert store.search(TicketFilter(status="queued", limit=100))[1] == 60
+    with session_factory() as session:
+        outcomes = session.scalars(select(CallRecord.outcome)).all()
+    assert outcomes == ["fallback"] * 60
+
+
+def test_settling_needs_an_aware_cutoff_and_a_database(store, database_url, tmp_path):
+    with pytest.raises(ValueError, match="time zone"):
+        store.settle_stale_calls(datetime(2026, 11, 28))
+    engine = make_engine(unreachable_database_url(database_url, tmp_path))
+    try:
+        with pytest.raises(StorageUnavailable):
+            TicketStore(make_session_factory(engine)).settle_stale_calls(T0)
+    finally:
+        engine.dispose()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -182,3 +184,223 @@ def test_after_a_redis_failure_the_database_numbers_for_a_while(redis_conn, redi
     assert flaky.calls == calls
     clock.now += 2
     assert allocator.next(NOW) == "2026112800002"
+
+
+# -- never twice: the floor ------------------------------------------------------------------------------
+
+def test_a_counter_set_back_below_what_was_handed_out_jumps_ahead(allocator, redis_conn, redis_prefix, caplog):
+    numbers = [allocator.next(NOW) for _ in range(20)]
+    assert numbers[-1] == "2026112800020"
+    redis_conn.set(redis_prefix + "ticket-seq:20261128", 5)  # a Redis back from an old state
+    after = [allocator.next(NOW) for _ in range(3)]
+    assert after == ["2026112801020", "2026112801021", "2026112801022"]  # floor 20 + reseed gap, then on
+    assert "jumped to 1020" in caplog.text
+    assert 0 < redis_conn.ttl(redis_prefix + "ticket-seq:20261128") <= KEY_TTL_SECONDS
+
+
+def test_the_spool_counts_in_the_floor(redis_conn, redis_prefix, session_factory, tmp_path):
+    from orders.spool import SnapshotSpool
+
+    spool = SnapshotSpool(tmp_path / "spool" / "tickets.jsonl")
+    spool.append(make_snapshot(number="2026112800500").to_dict())  # written while the database was down
+    spool.append(make_snapshot(number="202611289000900").to_dict())  # another range: not counted
+    allocator = TicketNumberAllocator(redis_conn, session_factory, key_prefix=redis_prefix, reseed_gap=10,
+                                      spool=spool.path)
+    assert allocator.next(NOW) == "2026112800511"  # the key was missing: seeded above the spool's 500
+    redis_conn.set(redis_prefix + "ticket-seq:20261128", 3)
+    other = TicketNumberAllocator(redis_conn, session_factory, key_prefix=redis_prefix, reseed_gap=10,
+                                  spool=spool)
+    assert other.next(NOW) == "2026112800510"  # a new process: its floor is the spool's 500 (+ the gap)
+
+
+def _stream(allocators, spool, count, numbers, lock, stop):
+    """Take numbers round-robin from ``allocators`` (different processes' worth), spooling each ticket
+    as a call would while the database is down."""
+    for i in range(count):
+        if stop.is_set():
+            return
+        allocator = allocators[i % len(allocators)]
+        number = allocator.next(NOW)
+        spool.append({"number": number})
+        with lock:
+            numbers.append(number)
+        time.sleep(0.002)
+
+
+def _two_processes(server, session_factory, tmp_path, reseed_gap=10):
+    from orders.spool import SnapshotSpool
+
+    spool = SnapshotSpool(tmp_path / "spool" / "tickets.jsonl")
+    allocators = [
+        TicketNumberAllocator(server.client(retry=Retry(NoBackoff(), 1)), session_factory, key_prefix="t:",
+                              reseed_gap=reseed_gap, redis_pause=0.05, spool=spool.path)
+        for _ in range(2)
+    ]
+    return spool, allocators
+
+
+def _run_streams(streams, until):
+    numbers: list[str] = []
+    lock, stop = threading.Lock(), threading.Event()
+    threads = [threading.Thread(target=_stream, args=(allocs, spool, 400, numbers, lock, stop))
+               for allocs, spool in streams]
+    for thread in threads:
+        thread.start()
+    try:
+        until(numbers, lock)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    return numbers
+
+
+def _wait_for(numbers, lock, count):
+    for _ in range(3000):  # bounded: 30 s at most
+        with lock:
+            if len(numbers) >= count:
+                return
+        time.sleep(0.01)
+
+
+def test_no_number_twice_across_a_redis_restarted_empty(session_factory, tmp_path):
+    from tests.throwaway_redis import throwaway_redis
+
+    with throwaway_redis() as server:
+        spool, allocators = _two_processes(server, session_factory, tmp_path)
+
+        def chaos(numbers, lock):
+            _wait_for(numbers, lock, 60)
+            server.restart_empty()  # kill -9, no data: the key is gone
+            _wait_for(numbers, lock, 140)
+            server.restart_empty()
+            _wait_for(numbers, lock, 200)
+
+        numbers = _run_streams([(allocators, spool)] * 2, chaos)
+    assert len(numbers) >= 200
+    assert len(set(numbers)) == len(numbers), sorted(n for n in numbers if numbers.count(n) > 1)
+    assert all(is_ticket_number(n) for n in numbers)
+
+
+def test_no_number_twice_across_a_redis_back_from_an_old_state(session_factory, tmp_path, caplog):
+    from tests.throwaway_redis import throwaway_redis
+
+    with throwaway_redis() as server:
+        spool, allocators = _two_processes(server, session_factory, tmp_path)
+
+        def chaos(numbers, lock):
+            _wait_for(numbers, lock, 40)
+            old = server.copy_data()  # an old backup (or an RDB a while back)
+            _wait_for(numbers, lock, 120)
+            server.restart_from(old)  # kill -9, then back from the old copy: the counter went back
+            _wait_for(numbers, lock, 200)
+
+        numbers = _run_streams([(allocators, spool)] * 2, chaos)
+    assert len(numbers) >= 200
+    assert len(set(numbers)) == len(numbers), sorted(n for n in numbers if numbers.count(n) > 1)
+
+
+def test_two_processes_that_wrote_nothing_anywhere_never_share_a_number(session_factory, tmp_path):
+    """Two processes' allocators, no ticket in the database or the spool, Redis back from an old state
+    between two calls: the floor each one keeps covers its own numbers, the reseed gap the other's."""
+    from tests.throwaway_redis import throwaway_redis
+
+    with throwaway_redis() as server:
+        _, (a, b) = _two_processes(server, session_factory, tmp_path, reseed_gap=50)
+        a._spool = b._spool = None  # no spool either: only what each process handed out
+        given = [x.next(NOW) for _ in range(30) for x in (a, b)]
+        old = server.copy_data()
+        given += [x.next(NOW) for _ in range(10) for x in (a, b)]
+        server.restart_from(old)
+        given += [x.next(NOW) for _ in range(30) for x in (a, b)]
+    assert len(set(given)) == len(given)
+
+
+# -- Redis and the database both down: the local counter ------------------------------------------------
+
+@pytest.fixture
+def nothing_answers(redis_down, tmp_path):
+    from base.db import make_engine, make_session_factory
+
+    engine = make_engine(f"sqlite:///{tmp_path}")  # a directory: cannot be opened
+    yield redis_down, make_session_factory(engine)
+    engine.dispose()
+
+
+def test_local_numbers_when_redis_and_the_database_are_down(nothing_answers, tmp_path):
+    from orders.snapshot import TicketSnapshot
+
+    redis_down_, session_factory_ = nothing_answers
+    local = tmp_path / "ticket-numbers"
+    allocator = TicketNumberAllocator(redis_down_, session_factory_, local_dir=local, node_id=3)
+    assert [allocator.next(NOW) for _ in range(2)] == ["202611288030001", "202611288030002"]
+    restarted = TicketNumberAllocator(redis_down_, session_factory_, local_dir=local, node_id=3)
+    assert restarted.next(NOW) == "202611288030003"  # the counter survives a restart
+    assert restarted.next(datetime(2026, 11, 28, 16, 0, tzinfo=timezone.utc)) == "202611298030001"
+    assert is_ticket_number("202611288030003")
+    TicketSnapshot(number="202611288030003", revision=1, caller_raw="", caller_e164=None, caller_kind="withheld",
+                   created_at=NOW)
+    with pytest.raises(ValueError, match="node_id"):
+        TicketNumberAllocator(redis_down_, session_factory_, local_dir=local, node_id=100)
+
+
+def test_local_numbers_are_unique_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from orders.ticket_numbers import LocalTicketCounter\n"
+        "counter = LocalTicketCounter(sys.argv[1])\n"
+        "print(' '.join(str(counter.next('20261128')) for _ in range(100)))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "local")], stdout=subprocess.PIPE,
+                              text=True, cwd=str(Path(__file__).resolve().parent.parent)) for _ in range(3)]
+    taken = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        taken += [int(x) for x in out.split()]
+    assert sorted(taken) == list(range(1, 301))
+
+
+def test_no_number_only_when_the_disk_refuses_too(nothing_answers, tmp_path):
+    redis_down_, session_factory_ = nothing_answers
+    (tmp_path / "a-file").write_text("")
+    allocator = TicketNumberAllocator(redis_down_, session_factory_, local_dir=tmp_path / "a-file" / "numbers")
+    with pytest.raises(TicketNumberUnavailable, match="the local counter are all unavailable"):
+        allocator.next(NOW)
+
+
+def test_after_a_database_failure_the_local_counter_numbers_for_a_while(redis_down, session_factory, tmp_path):
+    from orders.errors import StorageUnavailable
+
+    clock = FakeClock()
+    allocator = TicketNumberAllocator(redis_down, session_factory, local_dir=tmp_path / "n", redis_pause=10,
+                                      db_pause=10, clock=clock)
+    calls = []
+
+    def hung(day):
+        calls.append(day)
+        raise StorageUnavailable("the ticket database did not answer (test)")
+
+    allocator._sequences.next_fallback = hung
+    assert allocator.next(NOW) == "202611288000001" and len(calls) == 1
+    assert allocator.next(NOW) == "202611288000002" and len(calls) == 1  # paused: not even asked
+    clock.now += 11
+    assert allocator.next(NOW) == "202611288000003" and len(calls) == 2
+
+
+def test_a_locally_numbered_ticket_reaches_the_database_through_the_spool(nothing_answers, store, tmp_path):
+    from orders.store import TicketStore
+    from orders.writer import TicketWriter
+
+    redis_down_, down_sessions = nothing_answers
+    allocator = TicketNumberAllocator(redis_down_, down_sessions, local_dir=tmp_path / "n", node_id=7)
+    number = allocator.next(NOW)
+    assert number == "202611288070001"
+    spool_path = tmp_path / "spool" / "tickets.jsonl"
+    during = TicketWriter(TicketStore(down_sessions), None, spool_path)
+    assert during.save(make_snapshot(number=number, uniqueid="7.1")) == "spooled"
+    assert TicketWriter(store, None, spool_path).replay_spool() == (1, 0)  # the database is back
+    assert store.get(number).revision == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from rq import Queue
 
@@ -17,10 +17,15 @@ from orders.writer import spool_path_for
 from tests.conftest import REDIS_URL
 
 
-def _snapshot(number: str) -> TicketSnapshot:
-    now = datetime.now(timezone.utc)
+def _snapshot(number: str, age: timedelta = timedelta(0)) -> TicketSnapshot:
+    created = datetime.now(timezone.utc) - age
     return TicketSnapshot(number=number, revision=1, caller_raw="13800138000", caller_e164="+8613800138000",
-                          caller_kind="mobile", created_at=now, uniqueid=f"{number}.1")
+                          caller_kind="mobile", created_at=created, uniqueid=f"{number}.1")
+
+
+def _settings(database_url, tmp_path, **overrides):
+    return load_settings(environ={}, data_dir=tmp_path, database_url=database_url, redis_url=REDIS_URL,
+                         rq_queue="test-" + uuid.uuid4().hex[:8], **overrides)
 
 
 def test_worker_writes_queued_and_spooled_tickets(database_url, engine, session_factory, redis_conn, tmp_path):
@@ -40,3 +45,40 @@ def test_worker_writes_queued_and_spooled_tickets(database_url, engine, session_
     finally:
         jobs.configure(None)
         queue.delete(delete_jobs=True)
+
+
+def test_worker_settles_calls_whose_handler_died(database_url, engine, session_factory, redis_conn, tmp_path):
+    settings = _settings(database_url, tmp_path, agi_session_timeout=600)
+    store = TicketStore(session_factory)
+    store.save(_snapshot("2026112800201", age=timedelta(hours=1)))  # its FastAGI process was killed
+    store.save(_snapshot("2026112800202", age=timedelta(minutes=5)))  # may still be in the IVR
+    try:
+        run_worker(settings, burst=True)
+    finally:
+        jobs.configure(None)
+    dead = store.get("2026112800201")
+    assert (dead.status, dead.revision, dead.call.outcome) == ("queued", 1, "fallback")
+    assert store.get("2026112800202").status == "in_ivr"
+
+
+def test_stale_cutoff_follows_the_session_timeout():
+    from hotline.worker import stale_cutoff
+
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+    settings = load_settings(environ={}, agi_session_timeout=900, stale_call_margin_seconds=45)
+    assert stale_cutoff(settings, now) == now - timedelta(seconds=900 + 45)
+
+
+def test_a_running_worker_replays_the_spool_every_few_seconds(database_url, engine, tmp_path, monkeypatch):
+    from rq import SimpleWorker
+
+    from orders.writer import TicketWriter
+
+    intervals = []
+    monkeypatch.setattr(SimpleWorker, "work", lambda self, **kwargs: True)
+    monkeypatch.setattr(TicketWriter, "start_replaying", lambda self, interval=2.0: intervals.append(interval))
+    try:
+        assert run_worker(_settings(database_url, tmp_path), burst=False) is True
+    finally:
+        jobs.configure(None)
+    assert len(intervals) == 1 and 0 < intervals[0] <= 5

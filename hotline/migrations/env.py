@@ -34,7 +34,7 @@ def run_online() -> None:
         from config import load_settings
 
         url = load_settings().database_url
-    engine = make_engine(url)
+    engine = make_engine(url, statement_timeout=None)  # a migration may take long on a big table
     try:
         with engine.connect() as connection:
             _configure_and_run(connection)
