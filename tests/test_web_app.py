@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
+import json
 import logging
+import threading
 
 import pytest
-from flask import Blueprint, Flask
+import waitress
+from flask import Blueprint, Flask, request
 
 import web.app
 from web.app import create_app
@@ -82,3 +87,66 @@ def test_crash_is_json_500_without_trace_or_number(app, caplog):  # noqa: F811
 @pytest.mark.parametrize("path", ["/api/openapi.json", "/health", "/metrics"])
 def test_public_endpoints_answer_head(client, path):  # noqa: F811
     assert client.head(path).status_code == 200
+
+
+# --- request bodies are capped (web_max_body_bytes) ----------------------------------------------------
+
+echo = Blueprint("echo", __name__, url_prefix="/echo")
+
+
+@echo.post("")
+def echo_json():
+    return {"size": len(request.get_json(force=True)["data"])}
+
+
+def test_the_body_limit_comes_from_the_settings(app, services):  # noqa: F811
+    assert services.settings.web_max_body_bytes == 1024 * 1024
+    assert app.config["MAX_CONTENT_LENGTH"] == services.settings.web_max_body_bytes
+
+
+@pytest.mark.parametrize("method,path", [
+    ("post", "/api/tickets"),  # no POST here: the body is refused before the method is looked at
+    ("put", "/health"),
+    ("get", "/api/tickets"),
+    ("post", "/nowhere"),
+])
+def test_an_oversized_body_is_json_413_on_any_endpoint(client, method, path):  # noqa: F811
+    response = getattr(client, method)(path, data=b"x" * (1024 * 1024 + 1), content_type="application/json")
+    _is_error_body(response, 413, "payload_too_large")
+    assert "<html" not in response.get_data(as_text=True).lower()
+
+
+def test_a_body_within_the_limit_is_not_refused_for_its_size(client):  # noqa: F811
+    response = client.post("/api/tickets", data=b"x" * (1024 * 1024), content_type="application/json")
+    _is_error_body(response, 405, "method_not_allowed")
+
+
+def test_a_chunked_body_over_the_limit_is_json_413_through_waitress(services):  # noqa: F811
+    # A chunked body has no Content-Length until the server has read it: waitress sets one, so the
+    # limit holds for it too. This runs the real server on a loopback port.
+    services.settings = dataclasses.replace(services.settings, web_max_body_bytes=1000)
+    app = create_app(services)
+    app.register_blueprint(echo)
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=1)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        answers = []
+        for size in (100, 5000):
+            body = json.dumps({"data": "x" * size}).encode()
+            conn = http.client.HTTPConnection("127.0.0.1", server.effective_port, timeout=10)
+            conn.request("POST", "/echo", body=iter([body[:500], body[500:]]), encode_chunked=True,
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            answers.append((response.status, response.getheader("Content-Type"), json.loads(response.read())))
+            conn.close()
+    finally:
+        # Closed from the server's own loop thread: closing it from here races its select() (EBADF).
+        server.trigger.pull_trigger(server.close)
+        thread.join(10)
+        server.task_dispatcher.shutdown()
+    assert not thread.is_alive()
+    assert answers[0] == (200, "application/json", {"size": 100})
+    status, content_type, body = answers[1]
+    assert (status, content_type) == (413, "application/json")
+    assert body["error"] == "payload_too_large" and set(body) == {"error", "message"}

@@ -3,6 +3,7 @@ department scoping and the confidential caller's number."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from urllib.parse import quote
 
@@ -11,6 +12,7 @@ import pytest
 from config import load_settings
 from base.db import make_engine, make_session_factory
 from hotline.services import Services
+from web import tickets as tickets_api
 from web.app import create_app
 from orders.snapshot import TicketSnapshot
 from orders.store import TicketStore
@@ -328,3 +330,77 @@ def test_token_database_down_is_503(tmp_path, redis_conn):
     assert response.status_code == 503
     assert response.json["error"] == "storage_unavailable"
     assert_matches_spec(response, "/api/tickets")
+
+
+# --- hostile input: 400, never a 500 (PostgreSQL refuses NUL bytes; dates overflow in UTC) -------------
+
+@pytest.mark.parametrize("value", [
+    "0001-01-01T00:00:00+14:00",  # before the year 1 in UTC
+    "9999-12-31T23:59:59-14:00",  # after the year 9999 in UTC
+    "10000-01-01",
+    "10000-01-01T00:00:00Z",
+])
+@pytest.mark.parametrize("parameter", ["created_from", "created_to"])
+def test_dates_outside_what_utc_can_hold_are_400(client, tokens, tickets, parameter, value):  # noqa: F811
+    response = _get(client, f"/api/tickets?{parameter}=" + quote(value), tokens["admin"])
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"] == "invalid_parameter"
+    assert response.json["message"].startswith(parameter + ":")
+    assert_matches_spec(response, "/api/tickets")
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("created_from=" + quote("0001-01-01T00:00:00Z"), ["anonymous", "police", "open", "secret"]),
+    ("created_from=" + quote("0001-01-01T00:00:00-14:00"), ["anonymous", "police", "open", "secret"]),
+    ("created_from=0001-01-01&created_to=9999-12-31", ["anonymous", "police", "open", "secret"]),
+    ("created_to=" + quote("9999-12-31T23:59:59.999999+14:00"), ["anonymous", "police", "open", "secret"]),
+    ("created_from=" + quote("9999-12-31T23:59:59.999999Z"), []),
+    ("created_to=" + quote("0001-01-01T00:00:00Z"), []),
+])
+def test_the_extreme_dates_utc_can_hold_are_answered(client, tokens, tickets, query, expected):  # noqa: F811
+    response = _get(client, "/api/tickets?" + query, tokens["admin"])
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _numbers(response) == [tickets[key] for key in expected]
+
+
+@pytest.mark.parametrize("parameter", sorted(tickets_api.LIST_PARAMETERS))
+def test_control_characters_in_any_parameter_are_400(client, tokens, tickets, parameter):  # noqa: F811
+    for value in ("%00", "water%00", "wa%00ter", "%01", "water%0A", "%09water", "%7F", "%C2%85"):
+        response = _get(client, f"/api/tickets?{parameter}={value}", tokens["admin"])
+        assert response.status_code == 400, (value, response.get_data(as_text=True))
+        assert response.json["error"] == "invalid_parameter"
+        assert response.json["message"].startswith(parameter + ":")
+        assert_matches_spec(response, "/api/tickets")
+
+
+def test_control_characters_in_the_ticket_number_are_400(client, tokens, tickets):  # noqa: F811
+    for role in ("admin", "dept:water"):
+        for number in ("%00", "2024050100001%00", "%002024050100001", "20240501%0000001", "%0A", "%7F"):
+            response = _get(client, "/api/tickets/" + number, tokens[role])
+            assert response.status_code == 400, (number, response.get_data(as_text=True))
+            assert response.json["error"] == "invalid_parameter"
+            assert_matches_spec(response, "/api/tickets/{number}")
+
+
+@pytest.mark.parametrize("name", [SECRET, "+86" + SECRET, "x%00y", "caller" + SECRET])
+def test_an_unknown_parameter_name_is_not_echoed_when_it_could_be_a_number(client, tokens, tickets, name):  # noqa: F811
+    response = _get(client, f"/api/tickets?{quote(name, safe='%')}=1", tokens["admin"])
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_parameter"
+    assert "the known ones are" in response.json["message"]
+    _digits_absent(response.get_data(as_text=True), SECRET)
+
+
+# --- local numbers -------------------------------------------------------------------------------------
+
+def test_an_8_digit_caller_is_a_local_landline(client, services, tokens, session_factory):  # noqa: F811
+    TicketStore(session_factory).save(TicketSnapshot(
+        number="2024050500001", revision=1, caller_raw="66668888", caller_e164="+8689866668888",
+        caller_kind="landline", created_at=_at(5), category="general", status="queued"))
+    response = _get(client, "/api/tickets?caller=66668888", tokens["admin"])
+    assert response.status_code == 200
+    assert _numbers(response) == ["2024050500001"]
+
+    services.settings = dataclasses.replace(services.settings, local_area_code="")
+    response = _get(client, "/api/tickets?caller=66668888", tokens["admin"])
+    assert response.status_code == 400 and response.json["message"].startswith("caller:")

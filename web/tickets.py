@@ -36,6 +36,10 @@ LIST_PARAMETERS = frozenset(
      "created_from", "created_to", "limit", "offset"}
 )
 _SPACED_OFFSET = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
+# PostgreSQL refuses NUL in text (a driver error, once a 500); no filter needs any control character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# An unknown parameter's name is echoed back only when it cannot be a phone number or control characters.
+_ECHOABLE_NAME = re.compile(r"[A-Za-z_]{1,40}")
 _MAX_OFFSET = 2**31 - 1
 #: Digit runs this long that match the caller are scrubbed from what a department sees.
 _MIN_SCRUB_DIGITS = 7
@@ -147,7 +151,12 @@ def _instant(name: str, raw: str) -> datetime:
     except ValueError:
         raise _bad(name, "must be an ISO 8601 date or date-time, e.g. 2024-05-01 or 2024-05-01T08:00:00+08:00") from None
     # Like every time in this API, one without an offset is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before the year 1 in UTC; datetime stops there
+        raise _bad(name, "must fall between the years 1 and 9999 once converted to UTC") from None
 
 
 def _whole(name: str, raw: str, low: int, high: int) -> int:
@@ -161,10 +170,16 @@ def _list_filter(identity) -> tuple[TicketFilter, bool]:
     args = request.args
     unknown = sorted(set(args) - LIST_PARAMETERS)
     if unknown:
-        raise _bad(unknown[0], f"unknown parameter; the known ones are {', '.join(sorted(LIST_PARAMETERS))}")
+        known = f"the known ones are {', '.join(sorted(LIST_PARAMETERS))}"
+        if not _ECHOABLE_NAME.fullmatch(unknown[0]):
+            raise ApiError(400, "invalid_parameter", f"query: a parameter name is not known; {known}")
+        raise _bad(unknown[0], f"unknown parameter; {known}")
     for name in args:
-        if len(args.getlist(name)) > 1:
+        occurrences = args.getlist(name)
+        if len(occurrences) > 1:
             raise _bad(name, "give this parameter at most once")
+        if _CONTROL.search(occurrences[0]):
+            raise _bad(name, "must not contain control characters (such as %00)")
     is_department = identity.role is Role.department
     if is_department and "caller" in args:
         raise _bad("caller", "a department token may not search tickets by caller")
@@ -183,7 +198,8 @@ def _list_filter(identity) -> tuple[TicketFilter, bool]:
                 raise _bad(name, f"must be at most {limit} characters")
             values[name] = given[name]
     if "caller" in given:
-        caller = normalise_caller(given["caller"], current_app.extensions["hotline"].settings.region)
+        settings = current_app.extensions["hotline"].settings
+        caller = normalise_caller(given["caller"], settings.region, settings.local_area_code or None)
         if caller.e164 is None:
             raise _bad("caller", "must be a phone number, in E.164 (+8613800138000) or national form")
         values["caller_e164"] = caller.e164
