@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -11,7 +12,6 @@ from agi_scripts.server import FastAGIServer, ServerLimits
 from hotline.services import Services
 from ivr.engine import Engine
 from ivr.menu import load_menu
-from orders.ticket_numbers import TicketNumberAllocator
 from queues.routing import RoutingRules
 
 
@@ -20,8 +20,8 @@ def build_incoming(services: Services) -> IncomingCall:
     s = services.settings
     return IncomingCall(engine=Engine(load_menu(s.menu)), rules=RoutingRules.from_settings(s),
                         tickets=services.tickets, writer=services.writer,
-                        numbers=TicketNumberAllocator(services.redis, services.session_factory),
-                        region=s.region, repeat_window=timedelta(hours=s.repeat_caller_hours),
+                        numbers=services.ticket_numbers,
+                        region=s.region, local_area_code=s.local_area_code or None, repeat_window=timedelta(hours=s.repeat_caller_hours),
                         background=ThreadPoolExecutor(s.ticket_io_threads, thread_name_prefix="ticket-io"))
 
 
@@ -33,8 +33,11 @@ def build_registry(services: Services) -> HandlerRegistry:
 
 
 def build_server(services: Services, registry: HandlerRegistry | None = None,
-                 reuse_port: bool = False) -> FastAGIServer:
+                 listener: socket.socket | None = None) -> FastAGIServer:
+    """The FastAGI server of this process, on ``listener`` (shared by the processes of ``hotline agi``)
+    or on its own socket bound to agi_host:agi_port."""
     s = services.settings
-    return FastAGIServer(registry or build_registry(services), s.agi_host, s.agi_port,
-                         ServerLimits(max_sessions=s.agi_max_sessions, read_timeout=s.agi_read_timeout,
-                                      session_timeout=s.agi_session_timeout), reuse_port=reuse_port)
+    limits = ServerLimits(max_sessions=s.agi_max_sessions, read_timeout=s.agi_read_timeout,
+                          session_timeout=s.agi_session_timeout, max_busy=s.agi_max_busy,
+                          allowed_hosts=s.agi_allowed_hosts)
+    return FastAGIServer(registry or build_registry(services), s.agi_host, s.agi_port, limits, listener=listener)

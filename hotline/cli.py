@@ -7,17 +7,26 @@ import dataclasses
 import logging
 import os
 import signal
-import subprocess
+import functools
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import click
 
 from config import ConfigError, Settings, load_settings
 from hotline.redis_conn import embedded_redis
+from hotline.startup import describe_storage_error, is_storage_error
+from hotline.supervisor import EXIT_CONFIG, CommandChild, ForkedChild, Supervisor
+
+
+class StartupError(click.ClickException):
+    """A fault in the settings, the menu or the surroundings that a restart cannot heal.
+
+    Its exit code tells a supervisor (hotline.supervisor) to stop instead of restarting in a loop.
+    """
+
+    exit_code = EXIT_CONFIG
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -37,7 +46,22 @@ def _services(settings: Settings):
         services.close()
 
 
-@click.group()
+class _HotlineGroup(click.Group):
+    """Storage that cannot be reached is one line for the operator, whichever command met it, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            settings = (ctx.obj or {}).get("settings")
+            raise click.ClickException(describe_storage_error(
+                exc, database_url=getattr(settings, "database_url", None),
+                redis_url=getattr(settings, "redis_url", None))) from None
+
+
+@click.group(cls=_HotlineGroup)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML settings file (also HOTLINE_CONFIG).")
 @click.pass_context
@@ -46,7 +70,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     try:
         settings = load_settings(config_file)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise StartupError(str(exc)) from None
     ctx.obj = {"settings": settings, "config_file": config_file}
     # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from hotline.logs import configure_logging
@@ -62,43 +86,50 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 def serve(ctx: click.Context) -> None:
     """Run every service in one process tree: FastAGI server, web API and worker (embedded default)."""
     settings = _settings(ctx)
+    _check_menu(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with embedded_redis(settings) as settings:
-        _serve_tree(ctx, settings)
+    with _stop_on_sigterm(), embedded_redis(settings) as settings:
+        _migrate_or_warn(settings)
+        env = dict(os.environ, HOTLINE_REDIS_URL=settings.redis_url,
+                   HOTLINE_DATA_DIR=str(settings.data_dir.resolve()))
+        if ctx.obj["config_file"]:
+            env["HOTLINE_CONFIG"] = str(Path(ctx.obj["config_file"]).resolve())
+        exe = [sys.executable, "-m", "hotline.cli"]
+        children = [CommandChild(name, exe + [name], env) for name in ("agi", "web", "worker")]
+        click.echo(f"hotline: FastAGI on {settings.agi_host}:{settings.agi_port}, web API on "
+                   f"http://{settings.web_host}:{settings.web_port}/, worker on queue '{settings.rq_queue}'. "
+                   f"Data in {settings.data_dir.resolve()}. Ctrl-C stops.", err=True)
+        code = Supervisor(children).run()
+    if code:
+        raise SystemExit(code)
 
 
-def _serve_tree(ctx: click.Context, settings: Settings) -> None:
-    env = dict(os.environ, HOTLINE_REDIS_URL=settings.redis_url)
-    _upgrade(settings)
-    if ctx.obj["config_file"]:
-        env["HOTLINE_CONFIG"] = str(Path(ctx.obj["config_file"]).resolve())
-    env["HOTLINE_DATA_DIR"] = str(settings.data_dir.resolve())
-    exe = [sys.executable, "-m", "hotline.cli"]
-    children = [subprocess.Popen(exe + [name], env=env) for name in ("agi", "web", "worker")]
-    click.echo(f"hotline: FastAGI on {settings.agi_host}:{settings.agi_port}, web API on "
-               f"http://{settings.web_host}:{settings.web_port}/, worker on queue '{settings.rq_queue}'. "
-               f"Data in {settings.data_dir.resolve()}. Ctrl-C stops.", err=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Until a supervisor takes the signals over, SIGTERM unwinds like Ctrl-C (so the embedded Redis and
+    the children started so far are stopped by the ``finally`` blocks instead of being orphaned)."""
+    def _interrupt(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        while not stop.is_set():
-            if any(child.poll() is not None for child in children):
-                click.echo("hotline: a service stopped; stopping the others", err=True)
-                break
-            stop.wait(0.5)
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    codes = [child.returncode for child in children]
-    if not stop.is_set():
-        raise SystemExit(max(abs(c or 0) for c in codes) or 1)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_menu(settings: Settings) -> None:
+    """A menu that does not load stops the start with its one-line error (instead of crash-looping children)."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from ivr.errors import MenuError
+    from ivr.menu import load_menu
+
+    try:
+        load_menu(settings.menu)
+    except MenuError as exc:
+        raise StartupError(f"menu {settings.menu!r}: {exc}") from None
 
 
 @main.command()
@@ -107,77 +138,54 @@ def _serve_tree(ctx: click.Context, settings: Settings) -> None:
 @click.pass_context
 def agi(ctx: click.Context, processes: int | None) -> None:
     """Run the FastAGI server alone (production: one process per core, as many hosts as needed)."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from agi_scripts.server import ListenError, bind_listener
+
     settings = _settings(ctx)
+    _check_menu(settings)
     count = settings.agi_processes if processes is None else processes
+    if count < 0:
+        raise StartupError("--processes must be 0 (one per core) or more")
     count = count or os.cpu_count() or 1
-    with embedded_redis(settings) as settings:  # one server for all the processes, started before they fork
+    try:
+        # One listening socket, bound here and inherited by every process: a second server on the same
+        # port is refused by the kernel instead of silently taking a share of the calls.
+        listener = bind_listener(settings.agi_host, settings.agi_port, settings.agi_max_sessions)
+    except ListenError as exc:  # the port in use, an address not on this host, a privileged port
+        raise StartupError(str(exc)) from None
+    with _stop_on_sigterm(), embedded_redis(settings) as settings:  # one Redis for all, started before they fork
         if count == 1:
-            _run_agi_process(settings, reuse_port=False)
+            _run_agi_process(settings, listener)
             return
-        _supervise(count, lambda i: _run_agi_process(dataclasses.replace(
-            settings, agi_metrics_port=settings.agi_metrics_port + i if settings.agi_metrics_port else 0),
-            reuse_port=True))
+        children = [ForkedChild(f"FastAGI process {i}", functools.partial(
+            _run_agi_process, dataclasses.replace(
+                settings, agi_metrics_port=settings.agi_metrics_port + i if settings.agi_metrics_port else 0),
+            listener)) for i in range(count)]
+        code = Supervisor(children).run()
+    listener.close()
+    if code:
+        raise SystemExit(code)
 
 
-def _run_agi_process(settings: Settings, reuse_port: bool) -> None:
+def _run_agi_process(settings: Settings, listener) -> None:
+    """One FastAGI server process: serve until SIGTERM/SIGINT, let calls finish, spool unsaved tickets."""
     # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from hotline.agi import build_server
 
     with _services(settings) as services:
-        server = build_server(services, reuse_port=reuse_port)
-        stopping = threading.Event()
+        server = build_server(services, listener=listener)
+        services.start_replaying()  # this host's spool has an owner: deferred saves resume within seconds
 
-        def _stop(*_):
-            if not stopping.is_set():
-                stopping.set()
-                threading.Thread(target=server.shutdown, kwargs={"grace": 15}, daemon=True).start()
+        def _stop(*_):  # only a flag: a signal handler must not take locks (see hotline.supervisor)
+            server.request_stop()
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         _serve_metrics(settings)
-        server.serve_forever()
-        server.shutdown(grace=15)
-
-
-def _supervise(count: int, run: Callable[[int], None]) -> None:
-    """Fork ``count`` children that each ``run(i)``; restart one that dies; pass SIGTERM/SIGINT on."""
-    children: dict[int, int] = {}
-    stopping = False
-
-    def spawn(i: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                run(i)
-            except BaseException:  # the child must never return into the parent's loop
-                logging.getLogger("hotline").exception("FastAGI process %d failed", i)
-                code = 1
-            finally:
-                os._exit(code)
-        children[pid] = i
-
-    def stop(*_):
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for i in range(count):
-        spawn(i)
-    while children:
         try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        i = children.pop(pid, None)
-        if i is not None and not stopping:
-            logging.getLogger("hotline").error("FastAGI process %d exited (status %d); starting it again", i, status)
-            time.sleep(1)  # a process that dies at start must not spin
-            spawn(i)
+            server.serve_forever()
+        finally:
+            server.shutdown(grace=15)  # then _services closes the writer: what it still holds is spooled
 
 
 def _serve_metrics(settings: Settings) -> None:
@@ -201,13 +209,19 @@ def web(ctx: click.Context) -> None:
     """Run the web API alone (waitress)."""
     # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     import waitress
-
-    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from web.app import create_app
 
-    with embedded_redis(_settings(ctx)) as settings, _services(settings) as services:
-        waitress.serve(create_app(services), host=settings.web_host, port=settings.web_port,
-                       threads=settings.web_threads, ident="hotline")
+    with _stop_on_sigterm(), embedded_redis(_settings(ctx)) as settings, _services(settings) as services:
+        try:
+            # waitress's own body limit sits above ours, so an oversized body gets the API's JSON 413.
+            server = waitress.create_server(create_app(services), host=settings.web_host, port=settings.web_port,
+                                            threads=settings.web_threads, ident="hotline",
+                                            max_request_body_size=2 * settings.web_max_body_bytes)
+        except OSError as exc:
+            raise StartupError(f"the web API cannot listen on {settings.web_host}:{settings.web_port}: "
+                               f"{exc.strerror or exc}") from None
+        server.print_listen("hotline web API on http://{}:{}/")
+        server.run()
 
 
 @main.command()
@@ -230,11 +244,30 @@ def db() -> None:
     """Database schema (Alembic migrations)."""
 
 
+class DatabaseUnreachable(click.ClickException):
+    """The database did not answer; the message is one line without credentials."""
+
+
 def _upgrade(settings: Settings, revision: str = "head") -> None:
     # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from hotline.migrate import upgrade
 
-    upgrade(settings.database_url, revision)
+    try:
+        upgrade(settings.database_url, revision)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        raise DatabaseUnreachable(describe_storage_error(exc, database_url=settings.database_url)) from None
+
+
+def _migrate_or_warn(settings: Settings) -> None:
+    """Migrate at start; an unreachable database is one line, and the services start anyway: calls are
+    routed and their tickets spooled until it answers (run `hotline db upgrade` once it does)."""
+    try:
+        _upgrade(settings)
+    except DatabaseUnreachable as exc:
+        logging.getLogger("hotline").error("%s; starting anyway (tickets are kept in the spool until it answers)",
+                                           exc.message, extra={"event": "startup.database_unreachable"})
 
 
 @db.command("upgrade")

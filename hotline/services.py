@@ -9,12 +9,17 @@ from rq import Queue
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
+from base import metrics
 from base.db import make_engine, make_session_factory
 from config import Settings
 from hotline.redis_conn import connect_redis
 from jobs.tickets import make_enqueue
 from orders.store import TicketStore
+from orders.ticket_numbers import TicketNumberAllocator
 from orders.writer import TicketWriter, spool_path_for
+
+_WRITES = metrics.counter("hotline_ticket_writes_total", "Ticket saves by how they were kept "
+                          "(saved, spooled, deferred to RQ, lost)", ["how"])
 
 
 @dataclass
@@ -38,16 +43,43 @@ class Services:
 
     @functools.cached_property
     def writer(self) -> TicketWriter:
-        """The TicketWriter of this process: its store, its RQ queue, the spool under its data dir."""
-        queue = Queue(self.settings.rq_queue, connection=self.redis)
-        return TicketWriter(self.tickets, make_enqueue(queue), spool_path_for(self.settings.data_dir))
+        """The TicketWriter of this process: its store, the spool under its data dir, the RQ queue as the
+        last resort (connected only if the disk ever refuses the spool). Start its replayer with
+        ``writer.start_replaying(...)`` in a process that writes tickets; ``close()`` drains it."""
+        s = self.settings
+
+        def enqueue(data):
+            return make_enqueue(Queue(s.rq_queue, connection=self.redis))(data)
+
+        return TicketWriter(self.tickets, enqueue, spool_path_for(s.data_dir), threads=s.ticket_io_threads,
+                            db_pause=s.ticket_db_pause, on_outcome=lambda how: _WRITES.labels(how).inc())
+
+    @functools.cached_property
+    def ticket_numbers(self) -> TicketNumberAllocator:
+        """The ticket number allocator: Redis, then the database, then the local counter under the data
+        dir; its floor counts the spool's numbers."""
+        s = self.settings
+        return TicketNumberAllocator(self.redis, self.session_factory, spool=self.writer.spool,
+                                     local_dir=s.data_dir / "ticket-numbers", node_id=s.node_id,
+                                     redis_pause=s.ticket_redis_pause)
+
+    def start_replaying(self) -> None:
+        """Replay this process's ticket spool every few seconds (the spool's owner wherever tickets are
+        written)."""
+        self.writer.start_replaying(self.settings.ticket_spool_replay_seconds)
 
     def close(self) -> None:
+        """Spool what the writer still holds in memory, then close the connections."""
+        writer = self.__dict__.get("writer")
+        if writer is not None:
+            writer.close()
         self.engine.dispose()
         if self._redis is not None:
             self._redis.connection_pool.disconnect()
 
 
 def build_services(settings: Settings, redis=None) -> Services:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, connect_timeout=settings.database_connect_timeout,
+                         statement_timeout=settings.database_statement_timeout or None,
+                         pool_timeout=settings.database_pool_timeout)
     return Services(settings=settings, engine=engine, session_factory=make_session_factory(engine), _redis=redis)

@@ -59,7 +59,11 @@ class Child:
 
 
 class CommandChild(Child):
-    """A child that runs a command line (``subprocess.Popen``)."""
+    """A child that runs a command line (``subprocess.Popen``) in a process group of its own.
+
+    The group is what is signalled and, once the child has died, killed: a service's own children (the
+    worker's RQ scheduler) must not outlive it as orphans when it is killed with -9.
+    """
 
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         super().__init__(name)
@@ -68,11 +72,23 @@ class CommandChild(Child):
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self._proc = subprocess.Popen(self.argv, env=self.env)
+        self._proc = subprocess.Popen(self.argv, env=self.env, process_group=0)
         self.pid = self._proc.pid
 
     def poll(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+        if self._proc is None:
+            return None
+        was_running = self._proc.returncode is None
+        code = self._proc.poll()
+        if code is not None and was_running:  # once, when its death is first seen (a pgid may be reused later)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)  # whatever the dead service left behind
+        return code
+
+    def signal(self, sig: int) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
 
 
 class ForkedChild(Child):
