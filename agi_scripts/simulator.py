@@ -211,9 +211,11 @@ class CallResult:
         return self.variables.get("HOTLINE_TICKET")
 
 
-def place_call(caller: Caller, host: str = "127.0.0.1", port: int = 4573, timeout: float = 30.0) -> CallResult:
-    """Connect to a FastAGI server as Asterisk would and play one call to its end."""
-    channel = SimulatedChannel(caller, host, port)
+def place_call(caller: Caller, host: str = "127.0.0.1", port: int = 4573, timeout: float = 30.0,
+               channel: SimulatedChannel | None = None) -> CallResult:
+    """Connect to a FastAGI server as Asterisk would and play one call to its end (on ``channel``, a
+    SimulatedChannel of the caller that a test may have changed, or a new one)."""
+    channel = channel or SimulatedChannel(caller, host, port)
     deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as sock:
         rfile = sock.makefile("rb")

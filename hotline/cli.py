@@ -117,7 +117,8 @@ def _stop_on_sigterm():
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is _interrupt:  # a supervisor that stopped ignores the rest: keep that
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_menu(settings: Settings) -> None:

@@ -8,7 +8,8 @@
 * A child that exits with :data:`EXIT_CONFIG` found a fault in the settings that a restart cannot heal:
   the supervisor stops everything and exits with that code.
 * SIGTERM or SIGINT stops every child (SIGTERM, then SIGKILL after ``stop_timeout``); a second signal
-  while stopping kills at once. The signal handler only sets a flag and writes a byte to a pipe: it must
+  while stopping kills at once. Once stopped, further SIGTERM/SIGINT are ignored for the rest of the
+  process's short life. The signal handler only sets a flag and writes a byte to a pipe: it must
   never take a lock the interrupted main thread may hold (``threading.Event.set()`` from a handler can
   deadlock that way), and the main loop wakes on the pipe within no time.
 """
@@ -160,6 +161,10 @@ class Supervisor:
             return code
         finally:
             for sig, handler in previous.items():
+                if sig != signal.SIGCHLD and self._stop_requested:
+                    # Stopping already: more of a signal storm must not kill the process in its last steps
+                    # (the caller's cleanup, e.g. the embedded Redis), nor write to the pipe closed below.
+                    handler = signal.SIG_IGN
                 signal.signal(sig, handler)
             os.close(self._wake_r)
             os.close(self._wake_w)

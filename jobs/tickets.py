@@ -8,9 +8,8 @@ traceback of a failure. So the job's arguments, description and id carry only th
 revision; the snapshot itself rides in ``job.meta`` (stored with the job, never logged); and a failure
 raises an error whose message is safe (orders.errors), never the snapshot.
 
-Run a worker with the scheduler, or retries never come due::
-
-    rq worker --with-scheduler --url redis://... hotline
+``hotline worker`` runs these jobs with RQ's scheduler (retries come due) and also replays its host's
+spool and settles stale calls; plain ``rq worker`` would do neither, so it is not the way to run them.
 
 A job that still fails after the last retry stays in the queue's FailedJobRegistry (kept a year) with
 its error. Once the cause is fixed an operator requeues it, which is always safe (saves are idempotent)::

@@ -264,9 +264,9 @@ def _wait_for(numbers, lock, count):
 
 
 def test_no_number_twice_across_a_redis_restarted_empty(session_factory, tmp_path):
-    from tests.throwaway_redis import throwaway_redis
+    from tests.servers import throwaway_redis
 
-    with throwaway_redis() as server:
+    with throwaway_redis(appendonly=True) as server:
         spool, allocators = _two_processes(server, session_factory, tmp_path)
 
         def chaos(numbers, lock):
@@ -283,14 +283,14 @@ def test_no_number_twice_across_a_redis_restarted_empty(session_factory, tmp_pat
 
 
 def test_no_number_twice_across_a_redis_back_from_an_old_state(session_factory, tmp_path, caplog):
-    from tests.throwaway_redis import throwaway_redis
+    from tests.servers import throwaway_redis
 
-    with throwaway_redis() as server:
+    with throwaway_redis(appendonly=True) as server:
         spool, allocators = _two_processes(server, session_factory, tmp_path)
 
         def chaos(numbers, lock):
             _wait_for(numbers, lock, 40)
-            old = server.copy_data()  # an old backup (or an RDB a while back)
+            old = server.snapshot()  # an old backup (or an RDB a while back)
             _wait_for(numbers, lock, 120)
             server.restart_from(old)  # kill -9, then back from the old copy: the counter went back
             _wait_for(numbers, lock, 200)
@@ -303,13 +303,13 @@ def test_no_number_twice_across_a_redis_back_from_an_old_state(session_factory, 
 def test_two_processes_that_wrote_nothing_anywhere_never_share_a_number(session_factory, tmp_path):
     """Two processes' allocators, no ticket in the database or the spool, Redis back from an old state
     between two calls: the floor each one keeps covers its own numbers, the reseed gap the other's."""
-    from tests.throwaway_redis import throwaway_redis
+    from tests.servers import throwaway_redis
 
-    with throwaway_redis() as server:
+    with throwaway_redis(appendonly=True) as server:
         _, (a, b) = _two_processes(server, session_factory, tmp_path, reseed_gap=50)
         a._spool = b._spool = None  # no spool either: only what each process handed out
         given = [x.next(NOW) for _ in range(30) for x in (a, b)]
-        old = server.copy_data()
+        old = server.snapshot()
         given += [x.next(NOW) for _ in range(10) for x in (a, b)]
         server.restart_from(old)
         given += [x.next(NOW) for _ in range(30) for x in (a, b)]
