@@ -33,6 +33,10 @@ class StorageUnavailable(StorageError):
     """The ticket database cannot be reached right now; the operation may succeed later."""
 
 
+class BatchNotApplied(StorageError):
+    """A batch of snapshots was rolled back because one of them cannot go with the others: save each alone."""
+
+
 class SnapshotConflict(StorageError):
     """A snapshot names a ticket number (or call) that already belongs to another call."""
 

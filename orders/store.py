@@ -17,7 +17,7 @@ so any snapshot the handler did manage to keep (a spool replay) still wins over 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy import and_, bindparam, func, select, true, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from orders.errors import SnapshotConflict, StorageError, StorageUnavailable, safe_error_text
+from orders.errors import BatchNotApplied, SnapshotConflict, StorageError, StorageUnavailable, safe_error_text
 from orders.lifecycle import CALL_PHASE, CallOutcome, TicketStatus
 from orders.models import CallRecord, Ticket, TicketSequence
 from orders.snapshot import TicketSnapshot
@@ -112,6 +112,23 @@ class TicketStore:
                     last_error = safe_error_text(exc)
                     continue
             raise StorageError(f"ticket {snapshot.number} not saved after {_MAX_ATTEMPTS} attempts ({last_error})")
+
+    def save_many(self, snapshots: Sequence[TicketSnapshot]) -> None:
+        """Store several snapshots in one transaction, as ``save`` would store each.
+
+        All or nothing: raises StorageUnavailable when the database cannot be reached, and BatchNotApplied
+        when one snapshot of the batch contends with a concurrent writer or clashes with another ticket
+        (then save them one by one, each with its own outcome).
+        """
+        try:
+            with _database_errors(f"saving {len(snapshots)} tickets"), self._session_factory.begin() as session:
+                for snapshot in snapshots:
+                    self._apply(session, snapshot)
+        except StorageUnavailable:
+            raise
+        except (_Contended, StorageError) as exc:
+            raise BatchNotApplied(f"a batch of {len(snapshots)} ticket snapshots was not applied "
+                                  f"({type(exc).__name__}); save them one by one") from None
 
     def _apply(self, session: Session, snap: TicketSnapshot) -> bool:
         # Core statements built once (module level) and run on the session's connection: a save runs on

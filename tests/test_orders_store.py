@@ -271,3 +271,31 @@ def test_settling_needs_an_aware_cutoff_and_a_database(store, database_url, tmp_
             TicketStore(make_session_factory(engine)).settle_stale_calls(T0)
     finally:
         engine.dispose()
+
+
+# --- batches ---------------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_stored_as_each_snapshot_would_be(store):
+    first = make_snapshot("2026112800301")
+    batch = [first, first.next(T0 + timedelta(seconds=5), status="queued"), make_snapshot("2026112800302"),
+             make_snapshot("2026112800301")]  # a stale repeat of revision 1 changes nothing
+    store.save_many(batch)
+    assert (store.get("2026112800301").status, store.get("2026112800301").revision) == ("queued", 2)
+    assert store.get("2026112800302") is not None
+
+
+def test_a_batch_with_a_clash_changes_nothing_and_says_so(store):
+    from orders.errors import BatchNotApplied
+
+    store.save(make_snapshot("2026112800311"))
+    clash = make_snapshot("2026112800311", created_at=T0 + timedelta(hours=1), uniqueid="1764297000.999")
+    with pytest.raises(BatchNotApplied):
+        store.save_many([make_snapshot("2026112800312"), clash])
+    assert store.get("2026112800312") is None  # rolled back with the batch: the writer saves each alone
+
+
+def test_a_batch_on_an_unreachable_database_is_unavailable(tmp_path, database_url):
+    down = TicketStore(make_session_factory(make_engine(unreachable_database_url(database_url, tmp_path))))
+    with pytest.raises(StorageUnavailable):
+        down.save_many([make_snapshot("2026112800321"), make_snapshot("2026112800322")])

@@ -24,7 +24,7 @@ from orders.errors import InvalidSnapshot, StorageUnavailable, TicketNotKept
 from orders.models import CallRecord, Ticket
 from orders.spool import SnapshotSpool
 from orders.store import TicketStore
-from orders.writer import TicketWriter, WriteOutcome
+from orders.writer import BATCH_SIZE, TicketWriter, WriteOutcome
 from tests.orders_fixtures import (  # noqa: F401
     T0,
     closed_port,
@@ -487,7 +487,7 @@ def test_pending_saves_against_a_hung_database_are_spooled_on_close(pg_proxy, da
         writer.close(timeout=0.2)  # SIGTERM: no time to wait for a database that does not answer
         spooled = {(json.loads(line)["number"], json.loads(line)["revision"]) for line in spool_lines(writer)}
         assert spooled >= {(s.number, r) for s in snaps for r in (1, 2)}
-        assert writer.pending() <= 3  # at most the saves still stuck in the database, spooled all the same
+        assert writer.pending() <= 3 * BATCH_SIZE  # at most the batches still stuck in the database, spooled all the same
 
         writer.save_later(make_snapshot(number="2026112800500", uniqueid="5.0"))  # after close: spooled at once
         assert "2026112800500" in {json.loads(line)["number"] for line in spool_lines(writer)}
@@ -596,3 +596,42 @@ def test_a_replay_while_the_database_is_down_leaves_the_spool_file_alone(down_st
     assert writer.replay_spool() == (0, 3)
     after = writer.spool.path.stat()
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def test_saves_waiting_together_go_in_one_transaction_and_a_clash_falls_back_to_one_by_one(store, tmp_path):
+    """A burst is saved in batches; one snapshot that clashes costs only itself (it is set aside), not its batch."""
+    from tests.orders_fixtures import T0 as t0
+
+    store.save(make_snapshot("2026112800401"))
+    batches = []
+    real = store.save_many
+
+    def counting(snapshots):
+        batches.append(len(snapshots))
+        return real(snapshots)
+
+    store.save_many = counting
+    writer = TicketWriter(store, None, tmp_path / "spool.jsonl", threads=1)
+    gate = threading.Event()
+    original_save = store.save
+
+    def slow_first(snapshot):  # holds the only worker thread so that the others pile up behind it
+        gate.wait(10)
+        return original_save(snapshot)
+
+    store.save = slow_first
+    writer.save_later(make_snapshot("2026112800400"))
+    clash = make_snapshot("2026112800401", created_at=t0 + timedelta(hours=1), uniqueid="1764297000.888")
+    for i in range(10):
+        writer.save_later(make_snapshot(f"20261128005{i:02d}"))
+    writer.save_later(clash)
+    store.save = original_save
+    gate.set()
+    assert writer.wait_idle(20)
+    writer.close()
+    assert batches and max(batches) > 1  # the burst went in batches
+    assert all(store.get(f"20261128005{i:02d}") is not None for i in range(10))
+    assert store.get("2026112800400") is not None
+    assert store.get("2026112800401").created_at == t0  # the clash changed nothing...
+    assert writer.spool.pending() == 1  # ...and save's own path kept it (a replay sets it aside for an operator)
+
