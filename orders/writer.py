@@ -153,21 +153,27 @@ class TicketWriter:
             try:
                 self.store.save(snapshot)
             except StorageUnavailable as exc:
-                if self.breaker.failed():
-                    log.warning("ticket database unavailable (%s); saves go to the spool for %.0f s, "
-                                "then one tries again", exc, self.breaker.pause)
+                self._database_failed(exc)
                 log.warning("ticket %s revision %d not saved now: %s", snapshot.number, snapshot.revision, exc)
             except Exception as exc:
                 log.error("ticket %s revision %d not saved: %s; keeping it for a retry",
                           snapshot.number, snapshot.revision, safe_error_text(exc))
             else:
-                if self.breaker.succeeded():
-                    log.info("ticket database answers again; saving directly")
+                self._database_answered()
                 self._report(WriteOutcome.saved)
                 return WriteOutcome.saved
         how = self._keep(snapshot)
         self._report(how)
         return how
+
+    def _database_failed(self, exc: StorageUnavailable) -> None:
+        if self.breaker.failed():
+            log.warning("ticket database unavailable (%s); saves go to the spool for %.0f s, then one tries again",
+                        exc, self.breaker.pause)
+
+    def _database_answered(self) -> None:
+        if self.breaker.succeeded():
+            log.info("ticket database answers again; saving directly")
 
     def _keep(self, snapshot: TicketSnapshot) -> WriteOutcome:
         """Spool ``snapshot``, or failing that queue it; raises TicketNotKept if neither works."""
@@ -279,16 +285,13 @@ class TicketWriter:
         try:
             self.store.save_many(batch)
         except StorageUnavailable as exc:
-            if self.breaker.failed():
-                log.warning("ticket database unavailable (%s); saves go to the spool for %.0f s, "
-                            "then one tries again", exc, self.breaker.pause)
+            self._database_failed(exc)
             for snapshot in batch:
                 self._keep_or_log(snapshot)
             return True
         except Exception:
             return False
-        if self.breaker.succeeded():
-            log.info("ticket database answers again; saving directly")
+        self._database_answered()
         for _ in batch:
             self._report(WriteOutcome.saved)
         return True

@@ -170,15 +170,7 @@ def test_recorded_session_replays_and_every_reply_is_understood(session):
 def test_dtmf_recording_results_read_as_keys():
     session = load_sessions("fastagi-dtmf.txt")[0]
     handler = ReplayHandler(session)
-    registry = HandlerRegistry()
-    registry.register("dtmf", handler)
-    server = FastAGIServer(registry, "127.0.0.1", 0, ServerLimits(read_timeout=5, drain_timeout=1))
-    server.start()
-    try:
-        assert _play_asterisk(server.address, session) == []
-        assert handler.done.wait(10)
-    finally:
-        server.shutdown(grace=5)
+    _replay(session, "dtmf", handler)
     results = {cmd: out["result"] for cmd, out in handler.outcomes if isinstance(out, dict)}
     assert results["GET DATA beep 5000 1"] == ("1", "")
     assert results["GET DATA beep 5000 10"] == ("234", "")
@@ -235,8 +227,14 @@ class GetDigitsHandler:
 
 def _replay_get_digits(session: RecordedSession, args: tuple[str, int, int]) -> GetDigitsHandler:
     handler = GetDigitsHandler(*args)
-    registry = HandlerRegistry()
     script = [l for l in session.env if l.startswith("agi_network_script:")][0].split(": ", 1)[1]
+    _replay(session, script, handler)
+    return handler
+
+
+def _replay(session: RecordedSession, script: str, handler) -> None:
+    """Serve ``handler`` as ``script`` and play the recorded Asterisk side of ``session`` against it."""
+    registry = HandlerRegistry()
     registry.register(script, handler)
     server = FastAGIServer(registry, "127.0.0.1", 0, ServerLimits(read_timeout=5, drain_timeout=1))
     server.start()
@@ -245,7 +243,6 @@ def _replay_get_digits(session: RecordedSession, args: tuple[str, int, int]) -> 
         assert handler.done.wait(10)
     finally:
         server.shutdown(grace=5)
-    return handler
 
 
 def test_get_data_of_a_missing_sound_on_a_live_channel_is_no_hang_up():
