@@ -353,5 +353,6 @@ class TicketNumberAllocator:
         if sequence > 10**LOCAL_DIGITS - 1:
             raise TicketNumberUnavailable(f"the local ticket counter of {day} is exhausted")
         number = f"{day}{LOCAL_MARK}{self.node_id:0{NODE_DIGITS}d}{sequence:0{LOCAL_DIGITS}d}"
-        log.warning("ticket numbers: Redis and the database both unavailable; ticket %s numbered locally", number)
+        log.warning("ticket numbers: neither the Redis counter nor the database could number ticket %s; "
+                    "numbered locally", number)
         return number
