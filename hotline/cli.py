@@ -336,10 +336,10 @@ def _show_ticket(settings: Settings, number: str) -> None:
                     break
                 time.sleep(0.1)
     except StorageUnavailable:
-        click.echo(f"ticket {number}: the database is unreachable; the ticket is queued for writing")
+        click.echo(f"ticket {number}: the database is unreachable; the ticket waits in the spool and is written once it answers")
         return
     if view is None:
-        click.echo(f"ticket {number}: not in the database yet (its write is deferred until the database answers)")
+        click.echo(f"ticket {number}: not in the database yet (it waits in the spool until the database answers)")
         return
     click.echo(json.dumps(ticket_json(view, for_department=False), ensure_ascii=False, indent=2))
 
