@@ -45,7 +45,7 @@ class Services:
     def writer(self) -> TicketWriter:
         """The TicketWriter of this process: its store, the spool under its data dir, the RQ queue as the
         last resort (connected only if the disk ever refuses the spool). Start its replayer with
-        ``writer.start_replaying(...)`` in a process that writes tickets; ``close()`` drains it."""
+        ``start_replaying()`` in a process that writes tickets; ``close()`` drains it."""
         s = self.settings
 
         def enqueue(data):

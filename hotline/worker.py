@@ -54,7 +54,7 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     settle_stale_calls(services)
     stop = threading.Event()
     if not burst:
-        writer.start_replaying(settings.ticket_spool_replay_seconds)
+        services.start_replaying()
         threading.Thread(target=_settle_every, args=(services, settings.stale_call_check_seconds, stop), daemon=True,
                          name="settle-stale-calls").start()
     queue = Queue(settings.rq_queue, connection=services.redis)
