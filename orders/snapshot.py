@@ -33,7 +33,8 @@ TEXT_LIMITS = {
     "call_channel": 128,
     "dialed_number": 64,
 }
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # the Unicode control characters (category Cc)
+#: The Unicode control characters (category Cc), NUL among them: never stored, refused in API queries.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DATETIMES = ("created_at", "updated_at", "started_at", "answered_at", "ended_at")
 _CALL_FIELDS = ("linkedid", "call_channel", "dialed_number", "started_at", "answered_at", "ended_at", "outcome")
 
@@ -43,7 +44,7 @@ def fit_text(name: str, value: str | None) -> str | None:
     (NUL among them) removed and cut to the field's size in TEXT_LIMITS. None stays None."""
     if value is None:
         return None
-    return _CONTROL.sub("", str(value))[:TEXT_LIMITS[name]]
+    return CONTROL_CHARACTERS.sub("", str(value))[:TEXT_LIMITS[name]]
 
 
 @dataclass(frozen=True)

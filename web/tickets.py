@@ -21,7 +21,7 @@ from web.errors import ApiError, error_response
 from orders.caller import normalise_caller
 from orders.errors import InvalidFilter, StorageError, StorageUnavailable
 from orders.lifecycle import Channel, Language, TicketStatus, Urgency
-from orders.snapshot import NUMBER_MAX_LENGTH, TEXT_LIMITS
+from orders.snapshot import CONTROL_CHARACTERS, NUMBER_MAX_LENGTH, TEXT_LIMITS
 from orders.views import DEFAULT_LIMIT, MAX_LIMIT, CallView, TicketFilter, TicketView
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ LIST_PARAMETERS = frozenset(
      "created_from", "created_to", "limit", "offset"}
 )
 _SPACED_OFFSET = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
-# PostgreSQL refuses NUL in text (a driver error, once a 500); no filter needs any control character.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # An unknown parameter's name is echoed back only when it cannot be a phone number or control characters.
 _ECHOABLE_NAME = re.compile(r"[A-Za-z_]{1,40}")
 _MAX_OFFSET = 2**31 - 1
@@ -178,7 +176,8 @@ def _list_filter(identity) -> tuple[TicketFilter, bool]:
         occurrences = args.getlist(name)
         if len(occurrences) > 1:
             raise _bad(name, "give this parameter at most once")
-        if _CONTROL.search(occurrences[0]):
+        # PostgreSQL refuses NUL in text (a driver error, once a 500); no filter needs any control character.
+        if CONTROL_CHARACTERS.search(occurrences[0]):
             raise _bad(name, "must not contain control characters (such as %00)")
     is_department = identity.role is Role.department
     if is_department and "caller" in args:
