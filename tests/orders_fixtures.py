@@ -18,6 +18,7 @@ from base.db import make_engine, make_session_factory
 from orders.caller import normalise_caller
 from orders.snapshot import TicketSnapshot
 from orders.store import TicketStore
+from tests.servers import free_port
 
 __all__ = [
     "postgres_only",
@@ -67,11 +68,8 @@ def make_snapshot(number: str = "2026112800001", revision: int = 1, caller: str 
     return TicketSnapshot(**values)
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released; good enough for a test run)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: A loopback port nothing listens on: one the OS had free a moment ago (good enough for a test run).
+closed_port = free_port
 
 
 def unreachable_database_url(database_url: str, tmp_path) -> str:

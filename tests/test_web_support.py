@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from config import load_settings
 from web.auth import create_token
 from hotline.services import Services
 from web.app import create_app
+from tests.servers import free_port
 
 DEPARTMENTS = ("water", "police")
 
 
-def closed_port() -> int:
-    """A loopback TCP port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: A loopback port nothing listens on: one the OS had free a moment ago (good enough for a test run).
+closed_port = free_port
 
 
 def bearer(token: str) -> dict[str, str]:
