@@ -53,7 +53,10 @@ _CALL_OWNER = (select(_T.c.number).select_from(_C.join(_T, _C.c.ticket_id == _T.
 _READ_CALL = select(_C.c.id, _C.c.ticket_id).where(_C.c.uniqueid == bindparam("uniqueid"))
 _INSERT_TICKET = _T.insert()
 _INSERT_CALL = _C.insert()
-_UPDATE_CALL = _C.update().where(_C.c.id == bindparam("_id"))
+_UPDATE_OWN_CALL = _C.update().where(_C.c.uniqueid == bindparam("_uniqueid"), _C.c.ticket_id == bindparam("_ticket_id"))
+# Run on every call, beside the IVR: built once, on a plain connection (no ORM session). "" matches no number.
+_RECENT_CALLER = (select(_T.c.id).where(_T.c.caller_e164 == bindparam("caller"), _T.c.created_at >= bindparam("since"),
+                                        _T.c.number != bindparam("exclude")).limit(1))
 # The compare-and-set on the revision; the SET clause comes from the parameters given at execution.
 _UPDATE_TICKET = _T.update().where(_T.c.id == bindparam("_id"), _T.c.revision == bindparam("_revision"))
 
@@ -90,6 +93,7 @@ class TicketStore:
 
     def __init__(self, session_factory: sessionmaker) -> None:
         self._session_factory = session_factory
+        self._engine = session_factory.kw["bind"]
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -170,15 +174,16 @@ class TicketStore:
         if result.rowcount != 1:
             raise _Contended
         if snap.has_call:
-            call = conn.execute(_READ_CALL, {"uniqueid": snap.uniqueid}).one_or_none()
-            if call is None:
-                conn.execute(_INSERT_CALL, {"ticket_id": row.id, **_call_values(snap)})
-            elif call.ticket_id != row.id:
-                raise SnapshotConflict(
-                    f"call {snap.uniqueid} already belongs to another ticket; ticket {snap.number} not saved"
-                )
-            else:
-                conn.execute(_UPDATE_CALL, {"_id": call.id, **_call_values(snap)})
+            call_values = _call_values(snap)
+            # Usually the ticket's own call is there: update it in one statement, look only when it is not.
+            owned = {"_uniqueid": snap.uniqueid, "_ticket_id": row.id, **call_values}
+            if conn.execute(_UPDATE_OWN_CALL, owned).rowcount != 1:
+                call = conn.execute(_READ_CALL, {"uniqueid": snap.uniqueid}).one_or_none()
+                if call is not None:
+                    raise SnapshotConflict(
+                        f"call {snap.uniqueid} already belongs to another ticket; ticket {snap.number} not saved"
+                    )
+                conn.execute(_INSERT_CALL, {"ticket_id": row.id, **call_values})
         return True
 
     def settle_stale_calls(self, older_than: datetime, now: datetime | None = None) -> int:
@@ -243,11 +248,9 @@ class TicketStore:
         if not caller_e164:
             return False
         now = now or datetime.now(timezone.utc)
-        query = select(Ticket.id).where(Ticket.caller_e164 == caller_e164, Ticket.created_at >= now - within)
-        if exclude_number is not None:
-            query = query.where(Ticket.number != exclude_number)
-        with _database_errors("looking up a caller's recent tickets"), self._session_factory() as session:
-            return session.scalar(query.limit(1)) is not None
+        params = {"caller": caller_e164, "since": now - within, "exclude": exclude_number or ""}
+        with _database_errors("looking up a caller's recent tickets"), self._engine.connect() as conn:
+            return conn.execute(_RECENT_CALLER, params).first() is not None
 
     def search(self, filters: TicketFilter) -> tuple[list[TicketView], int]:
         """Tickets matching ``filters``, newest first, one page of them, and how many match in all."""
