@@ -23,7 +23,7 @@ saved and spooled does no harm.
 from __future__ import annotations
 
 import atexit
-import collections
+import dataclasses
 import logging
 import os
 import threading
@@ -136,8 +136,10 @@ class TicketWriter:
         self._threads = max(1, threads)
         self._queue_size = max(1, queue_size)
         self._cond = threading.Condition()
-        self._pending: collections.deque[TicketSnapshot] = collections.deque()
+        # Oldest first, one per ticket: a newer revision replaces the one still waiting (see save_later).
+        self._pending: dict[str, TicketSnapshot] = {}
         self._in_flight: dict[int, list[TicketSnapshot]] = {}  # per worker thread: the batch it saves
+        self._numbers_in_flight: set[str] = set()
         self._workers: list[threading.Thread] = []
         self._closed = False
         self._replayer: threading.Thread | None = None
@@ -218,17 +220,26 @@ class TicketWriter:
     def save_later(self, snapshot: TicketSnapshot) -> None:
         """Hand ``snapshot`` to the writer's worker threads and return at once. Never raises.
 
+        A snapshot still waiting behind others is replaced by a newer revision of its ticket: under load
+        a call's opening and closing saves become one (what the store would keep of the two is the newer,
+        with ``confidential`` if either had it), and the writer catches up instead of falling behind. Two
+        revisions of one ticket are never saved at once, so they never race each other's insert.
+
         With the in-memory queue full, or the writer closed, the snapshot is spooled (or queued) on the
         caller's thread instead.
         """
         try:
             with self._cond:
-                if not self._closed and len(self._pending) < self._queue_size:
-                    self._pending.append(snapshot)
+                waiting = self._pending.get(snapshot.number)
+                if waiting is not None and not _same_ticket(waiting, snapshot):
+                    reason = "another ticket with its number is waiting to be saved"  # the store sets it aside
+                elif not self._closed and (waiting is not None or len(self._pending) < self._queue_size):
+                    self._pending[snapshot.number] = snapshot if waiting is None else _newest(waiting, snapshot)
                     self._start_workers()
                     self._cond.notify()
                     return
-                reason = "the writer is closed" if self._closed else "the save queue is full"
+                else:
+                    reason = "the writer is closed" if self._closed else "the save queue is full"
             log.warning("ticket %s revision %d spooled at once: %s", snapshot.number, snapshot.revision, reason)
             self._keep_or_log(snapshot)
         except Exception:
@@ -258,12 +269,13 @@ class TicketWriter:
         token = threading.get_ident()
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not (numbers := self._ready()):
+                    if self._closed and not self._pending:
+                        return  # closed and nothing left
                     self._cond.wait()
-                if not self._pending:
-                    return  # closed and nothing left
-                batch = [self._pending.popleft() for _ in range(min(BATCH_SIZE, len(self._pending)))]
+                batch = [self._pending.pop(number) for number in numbers]
                 self._in_flight[token] = batch
+                self._numbers_in_flight.update(numbers)
             try:
                 if len(batch) == 1 or not self._save_batch(batch):
                     for snapshot in batch:
@@ -271,7 +283,18 @@ class TicketWriter:
             finally:
                 with self._cond:
                     self._in_flight.pop(token, None)
+                    self._numbers_in_flight.difference_update(numbers)
                     self._cond.notify_all()
+
+    def _ready(self) -> list[str]:  # with self._cond held
+        """Up to BATCH_SIZE waiting tickets, oldest first, that no other worker is saving now."""
+        ready = []
+        for number in self._pending:
+            if number not in self._numbers_in_flight:
+                ready.append(number)
+                if len(ready) == BATCH_SIZE:
+                    break
+        return ready
 
     def _save_batch(self, batch: list[TicketSnapshot]) -> bool:
         """Save ``batch`` in one transaction (one commit instead of one per snapshot: saves come in bursts,
@@ -329,7 +352,7 @@ class TicketWriter:
         A snapshot being saved may be saved as well: harmless, saves are idempotent.
         """
         with self._cond:
-            snapshots = list(self._pending) + [s for batch in self._in_flight.values() for s in batch]
+            snapshots = list(self._pending.values()) + [s for batch in self._in_flight.values() for s in batch]
             self._pending.clear()
         kept = sum(1 for snapshot in snapshots if self._keep_or_log(snapshot))
         if snapshots:
@@ -423,6 +446,19 @@ class TicketWriter:
             return spool_verdicts.KEEP
         log.error("%s cannot be saved (%s); moved to %s for an operator", what, error, self.rejected.path)
         return spool_verdicts.DONE
+
+
+def _same_ticket(a: TicketSnapshot, b: TicketSnapshot) -> bool:
+    """Two snapshots of one ticket (not two tickets given one number, which the store refuses to merge)."""
+    return a.created_at == b.created_at and a.uniqueid == b.uniqueid
+
+
+def _newest(waiting: TicketSnapshot, arriving: TicketSnapshot) -> TicketSnapshot:
+    """What saving both snapshots of one ticket would leave in the store (TicketStore.save)."""
+    newer, older = (arriving, waiting) if arriving.revision > waiting.revision else (waiting, arriving)
+    if older.confidential and not newer.confidential:  # the store never lifts confidentiality
+        newer = dataclasses.replace(newer, confidential=True)
+    return newer
 
 
 def _drain_at_exit(ref: weakref.ref) -> None:

@@ -4,6 +4,7 @@ holding (hung: accepting and never answering)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -486,7 +487,8 @@ def test_pending_saves_against_a_hung_database_are_spooled_on_close(pg_proxy, da
             writer.save_later(final_of(snap))
         writer.close(timeout=0.2)  # SIGTERM: no time to wait for a database that does not answer
         spooled = {(json.loads(line)["number"], json.loads(line)["revision"]) for line in spool_lines(writer)}
-        assert spooled >= {(s.number, r) for s in snaps for r in (1, 2)}
+        # Each ticket's newest revision; revision 1 too where it was being saved (a waiting one was replaced).
+        assert spooled >= {(s.number, 2) for s in snaps}
         assert writer.pending() <= 3 * BATCH_SIZE  # at most the batches still stuck in the database, spooled all the same
 
         writer.save_later(make_snapshot(number="2026112800500", uniqueid="5.0"))  # after close: spooled at once
@@ -635,3 +637,106 @@ def test_saves_waiting_together_go_in_one_transaction_and_a_clash_falls_back_to_
     assert store.get("2026112800401").created_at == t0  # the clash changed nothing...
     assert writer.spool.pending() == 1  # ...and save's own path kept it (a replay sets it aside for an operator)
 
+
+
+def _held_writer(store_, tmp_path, threads=1):
+    """A writer whose worker threads wait at a gate before each save, so that snapshots pile up behind them."""
+    gate = threading.Event()
+    saving: list[str] = []  # numbers being saved now, one entry per save in progress
+    overlaps: list[str] = []
+    saved: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    class Held:
+        def _run(self, snapshots, save):
+            gate.wait(30)
+            with lock:
+                overlaps.extend(s.number for s in snapshots if s.number in saving)
+                saving.extend(s.number for s in snapshots)
+            try:
+                return save()
+            finally:
+                with lock:
+                    for s in snapshots:
+                        saving.remove(s.number)
+                        saved.append((s.number, s.revision))
+
+        def save(self, snapshot):
+            return self._run([snapshot], lambda: store_.save(snapshot))
+
+        def save_many(self, snapshots):
+            return self._run(snapshots, lambda: store_.save_many(snapshots))
+
+    writer = TicketWriter(Held(), None, tmp_path / "spool" / "tickets.jsonl", threads=threads)
+    return writer, gate, saved, overlaps
+
+
+def wait_until(predicate, rounds=500):
+    for _ in range(rounds):  # bounded; no timing asserted
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_newer_revision_replaces_the_one_still_waiting(store, tmp_path):
+    writer, gate, saved, _ = _held_writer(store, tmp_path)
+    first = make_snapshot("2026112800501", uniqueid="1.501")
+    writer.save_later(first)  # the one worker takes it and waits at the gate
+    assert wait_until(lambda: not writer._pending)
+    opening = make_snapshot("2026112800502", uniqueid="1.502", confidential=True)
+    writer.save_later(opening)
+    writer.save_later(final_of(opening))
+    writer.save_later(opening)  # a late retry of the older revision changes nothing
+    assert writer.pending() == 2
+    gate.set()
+    assert writer.wait_idle(20)
+    writer.close()
+    assert ("2026112800502", 1) not in saved and ("2026112800502", 2) in saved  # one save, the newest
+    kept = store.get("2026112800502")
+    assert kept.revision == 2 and kept.status == "queued" and kept.confidential
+    assert store.get("2026112800501") is not None
+
+
+def test_confidentiality_of_a_replaced_revision_is_kept(store, tmp_path):
+    writer, gate, _saved, _ = _held_writer(store, tmp_path)
+    writer.save_later(make_snapshot("2026112800511", uniqueid="1.511"))
+    assert wait_until(lambda: not writer._pending)
+    opening = make_snapshot("2026112800512", uniqueid="1.512", confidential=True)
+    writer.save_later(opening)
+    writer.save_later(dataclasses.replace(final_of(opening), confidential=False))
+    gate.set()
+    assert writer.wait_idle(20)
+    writer.close()
+    assert store.get("2026112800512").confidential
+
+
+def test_two_tickets_given_one_number_are_not_merged(store, tmp_path):
+    writer, gate, _saved, _ = _held_writer(store, tmp_path)
+    writer.save_later(make_snapshot("2026112800521", uniqueid="1.521"))
+    assert wait_until(lambda: not writer._pending)
+    one = make_snapshot("2026112800522", uniqueid="1.522")
+    other = make_snapshot("2026112800522", uniqueid="1.999", created_at=T0 + timedelta(minutes=5))
+    writer.save_later(one)
+    writer.save_later(final_of(other))  # not the same ticket: kept aside, not replacing the first
+    assert [json.loads(line)["uniqueid"] for line in spool_lines(writer)] == ["1.999"]
+    gate.set()
+    assert writer.wait_idle(20)
+    writer.close()
+    assert store.get("2026112800522").created_at == T0
+
+
+def test_two_revisions_of_one_ticket_are_never_saved_at_once(store, tmp_path):
+    writer, gate, saved, overlaps = _held_writer(store, tmp_path, threads=4)
+    opening = make_snapshot("2026112800531", uniqueid="1.531")
+    writer.save_later(opening)
+    assert wait_until(lambda: not writer._pending)  # a worker holds revision 1
+    writer.save_later(final_of(opening))  # three idle workers, but revision 1 is being saved
+    for i in range(10):
+        writer.save_later(make_snapshot(f"20261128006{i:02d}", uniqueid=f"1.6{i:02d}"))
+    gate.set()
+    assert writer.wait_idle(20)
+    writer.close()
+    assert overlaps == []
+    assert [r for n, r in saved if n == "2026112800531"] == [1, 2]
+    assert store.get("2026112800531").revision == 2
