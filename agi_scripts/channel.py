@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import struct
 import time
 from typing import BinaryIO
 
@@ -60,9 +61,15 @@ class LineTransport:
     must arrive within ``read_timeout`` and before the session's ``deadline``, however slowly its bytes
     trickle in (a per-``recv`` timeout never fires on a client sending a byte a second). Over streams
     there is no clock: the stream's owner (Asterisk's process) bounds it.
+
+    The socket's waits are kernel timeouts (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket, not Python's
+    ``settimeout``: with that, every send and receive costs three system calls (switching the socket's
+    mode, poll, then the call itself) and three trips through the interpreter lock, for one here. A read
+    or send may overrun its bound by up to ``_TIMEOUT_STEP``.
     """
 
     _RECV_SIZE = 65536
+    _TIMEOUT_STEP = 0.01  # kernel timeouts are rounded up to this, so one setting serves many reads
 
     def __init__(self, rfile: BinaryIO | None = None, wfile: BinaryIO | None = None,
                  sock: socket.socket | None = None, *, read_timeout: float | None = None,
@@ -75,6 +82,7 @@ class LineTransport:
         self._buffer = bytearray()
         self.eof = False  # Asterisk closed its side (socket only)
         self.finished = False
+        self._kernel_timeout: float | None = None  # the socket's SO_RCVTIMEO/SO_SNDTIMEO; None: not set
 
     @classmethod
     def over_socket(cls, sock: socket.socket, read_timeout: float, deadline: float | None = None) -> "LineTransport":
@@ -93,9 +101,8 @@ class LineTransport:
 
     def receive(self) -> bool:
         """One non-blocking read into the buffer (for a caller that polls the socket); False at end of stream."""
-        self._sock.settimeout(0.0)
         try:
-            data = self._sock.recv(self._RECV_SIZE)
+            data = self._sock.recv(self._RECV_SIZE, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError as exc:
@@ -120,16 +127,32 @@ class LineTransport:
             timeout = None if end is None else end - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise self._expired(limit)
-            self._sock.settimeout(timeout)
+            self._wait_at_most(timeout)
             try:
                 data = self._sock.recv(self._RECV_SIZE)
-            except (socket.timeout, TimeoutError):
-                raise self._expired(limit) from None
+            except (BlockingIOError, InterruptedError):  # the kernel timeout: the clock above decides
+                continue
             except OSError as exc:
                 raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from None
             if not data:
                 self.eof = True
             self._buffer += data
+
+    def _wait_at_most(self, seconds: float | None) -> None:
+        """Make the socket's next blocking send or receive give up after about ``seconds`` (None: never)."""
+        if seconds is None:
+            wanted = 0.0  # a zero SO_RCVTIMEO means no timeout
+        else:
+            wanted = max(self._TIMEOUT_STEP, math.ceil(seconds / self._TIMEOUT_STEP) * self._TIMEOUT_STEP)
+        if wanted == self._kernel_timeout:
+            return
+        if self._kernel_timeout is None:
+            self._sock.setblocking(True)  # once: the accept loop read the agi_* block without blocking
+        whole = int(wanted)
+        value = struct.pack("ll", whole, int(round((wanted - whole) * 1_000_000)))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self._kernel_timeout = wanted
 
     def _limit(self, until: float | None) -> tuple[float | None, str]:
         """When a read or send starting now must be over (time.monotonic(); None: never), and which limit that is."""
@@ -175,9 +198,9 @@ class LineTransport:
             timeout = None if end is None else end - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise self._expired(limit)
-            self._sock.settimeout(timeout)
+            self._wait_at_most(timeout)
             self._sock.sendall(data)
-        except (socket.timeout, TimeoutError):
+        except (BlockingIOError, socket.timeout, TimeoutError):
             raise AsteriskSilent("Asterisk took no command within the read timeout") from None
         except OSError as exc:
             raise ConnectionClosed(f"cannot send to Asterisk: {exc.strerror or exc}") from None
@@ -197,9 +220,12 @@ class LineTransport:
             self._sock.shutdown(socket.SHUT_WR)
             end = time.monotonic() + drain_timeout
             while (left := end - time.monotonic()) > 0:
-                self._sock.settimeout(left)
-                if not self._sock.recv(self._RECV_SIZE):
-                    break
+                self._wait_at_most(left)
+                try:
+                    if not self._sock.recv(self._RECV_SIZE):
+                        break
+                except (BlockingIOError, InterruptedError):
+                    continue
         except OSError:
             pass
 

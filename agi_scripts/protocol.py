@@ -83,8 +83,12 @@ class AGIEnvironment:
         return out
 
 
+_REQUEST = re.compile(r"^agi://[^/]*/?(.*)$")
+_ENV_KEY = re.compile(r"agi_\w+")
+
+
 def _script_from_request(request: str) -> str:
-    m = re.match(r"^agi://[^/]*/?(.*)$", request)
+    m = _REQUEST.match(request)
     return m.group(1) if m else request
 
 
@@ -92,7 +96,7 @@ def parse_env_line(line: str) -> tuple[str, str]:
     """``agi_key: value`` -> (key, value); a value may itself contain ``: ``."""
     key, sep, value = line.partition(":")
     key = key.strip()
-    if not sep or not key.startswith("agi_") or not re.fullmatch(r"agi_\w+", key):
+    if not sep or not key.startswith("agi_") or not _ENV_KEY.fullmatch(key):
         raise AGIProtocolError(f"not an agi_* line: {line[:120]!r}")
     return key, value[1:] if value.startswith(" ") else value
 

@@ -89,6 +89,7 @@ _GONE = frozenset(getattr(errno, name) for name in (
 _ACCEPT_PAUSE = 0.1  # seconds without accept() after running out of descriptors
 _ACCEPT_BATCH = 256  # accepts per wake-up, so a flood cannot starve the connections already held
 _POLL = 0.2  # the longest the accept loop sleeps: how soon it sees a stop request
+_ALLOWED_CACHE = 4096  # addresses whose allow-list verdict is remembered
 _LOG_EVERY = 5.0  # seconds between two log lines about turned-away connections (the metrics count all)
 
 
@@ -213,7 +214,6 @@ class _SessionTransport(LineTransport):
         self.agi: HotlineAGI | None = None  # before LineTransport.__init__, which sets the deadline
         super().__init__(sock=sock, read_timeout=limits.read_timeout, deadline=accepted + limits.session_timeout)
         self._server = server
-        self.busy = False  # guarded by the server's lock
 
     @property
     def deadline(self) -> float | None:
@@ -284,15 +284,18 @@ class FastAGIServer:
         self._stopping = threading.Event()
         self._stop_requested = False  # set by request_stop(), from a signal handler that must not take locks
         self._active = 0  # connections in progress
-        self._busy = 0  # sessions running handler code (see the module docstring)
-        self._idle = threading.Condition()  # guards _active and _busy; notified when a connection ends
+        # Sessions running handler code (see the module docstring). A set, not a counter under a lock: its
+        # add and discard are atomic and idempotent, and this changes twice per AGI command.
+        self._busy: set[_SessionTransport] = set()
+        self._idle = threading.Condition()  # guards _active; notified when a connection ends
         self._pending: dict[_Connection, None] = {}  # accept loop only: agi_* block not complete, oldest first
         self._thread: threading.Thread | None = None
         self._threads = _SessionThreads(self._run_session, keep=min(256, limits.max_sessions))
         self._accept_failures = 0  # in a row: one log line per burst
+        self._allowed_hosts: dict[str, bool] = {}  # accept loop only: the verdict of allows() per address
         self._throttles = {kind: _Throttle() for kind in ("refused", "rejected", "shed", "block")}
         server = weakref.ref(self)  # one server per process outside tests: the gauge reads the latest
-        _BUSY.set_function(lambda: server()._busy if server() is not None else 0)
+        _BUSY.set_function(lambda: len(server()._busy) if server() is not None else 0)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -306,7 +309,7 @@ class FastAGIServer:
     @property
     def busy_sessions(self) -> int:
         """Sessions running handler code now (not waiting on Asterisk)."""
-        return self._busy
+        return len(self._busy)
 
     def serve_forever(self) -> None:
         log.info("FastAGI server listening", extra={"event": "agi.listening", "address": "%s:%d" % self.address,
@@ -395,8 +398,17 @@ class FastAGIServer:
                       extra={"event": "agi.accept_paused", "error": name, "connections": self._active})
         self._accept_failures += 1
 
+    def _allows(self, host: str) -> bool:
+        """limits.allows, remembered per address (Asterisk connects from the same few, a call at a time)."""
+        allowed = self._allowed_hosts.get(host)
+        if allowed is None:
+            if len(self._allowed_hosts) >= _ALLOWED_CACHE:
+                self._allowed_hosts.clear()
+            allowed = self._allowed_hosts[host] = self.limits.allows(host)
+        return allowed
+
     def _admit(self, selector: selectors.BaseSelector, sock: socket.socket, host: str) -> None:
-        if not self.limits.allows(host):
+        if not self._allows(host):
             _REFUSED.inc()
             self._turn_away(sock, "refused", "connection from a host not in agi_allowed_hosts closed",
                             event="agi.refused_host", address=host)
@@ -404,7 +416,7 @@ class FastAGIServer:
         with self._idle:
             if self._active >= self.limits.max_sessions:
                 verdict = "rejected"
-            elif self._busy >= self.limits.max_busy:
+            elif len(self._busy) >= self.limits.max_busy:
                 verdict = "shed"
             else:
                 verdict = ""
@@ -480,12 +492,9 @@ class FastAGIServer:
     def _start_session(self, selector: selectors.BaseSelector, conn: _Connection) -> None:
         del self._pending[conn]
         selector.unregister(conn.sock)
-        with self._idle:
-            admitted = self._busy < self.limits.max_busy
-            if admitted:  # busy from now to its first command: a burst counts as it lands
-                self._busy += 1
-                conn.transport.busy = True
-        if admitted:
+        admitted = len(self._busy) < self.limits.max_busy  # a soft bound: session threads add themselves too
+        if admitted:  # busy from now to its first command: a burst counts as it lands
+            self._busy.add(conn.transport)
             try:
                 self._threads.submit(conn)
                 return
@@ -505,10 +514,10 @@ class FastAGIServer:
             self._idle.notify_all()
 
     def _set_busy(self, transport: _SessionTransport, busy: bool) -> None:
-        with self._idle:
-            if transport.busy != busy:
-                transport.busy = busy
-                self._busy += 1 if busy else -1
+        if busy:
+            self._busy.add(transport)
+        else:
+            self._busy.discard(transport)
 
     # One session, in its own thread.
 

@@ -35,6 +35,8 @@ TEXT_LIMITS = {
 }
 #: The Unicode control characters (category Cc), NUL among them: never stored, refused in API queries.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_VALUES = {enum: frozenset(member.value for member in enum)
+           for enum in (TicketStatus, Urgency, Channel, Language, CallOutcome)}
 _DATETIMES = ("created_at", "updated_at", "started_at", "answered_at", "ended_at")
 _CALL_FIELDS = ("linkedid", "call_channel", "dialed_number", "started_at", "answered_at", "ended_at", "outcome")
 
@@ -120,6 +122,8 @@ class TicketSnapshot:
         object.__setattr__(self, name, value)  # frozen: normalising in __post_init__ only
 
     def _enum_value(self, name: str, enum: type, value: Any) -> str:
+        if type(value) is str and value in _VALUES[enum]:  # the usual case, without the Enum lookup
+            return value
         try:
             return enum(value).value
         except ValueError:
@@ -142,6 +146,8 @@ class TicketSnapshot:
             return None
         if not isinstance(value, datetime):
             raise InvalidSnapshot(f"{name} of ticket {self.number} must be a datetime")
+        if value.tzinfo is timezone.utc:
+            return value
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidSnapshot(f"{name} of ticket {self.number} must carry a time zone")
         return value.astimezone(timezone.utc)
