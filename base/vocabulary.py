@@ -1,4 +1,4 @@
-"""The hotline's shared words: ticket statuses, urgencies, channels, languages and call outcomes.
+"""The hotline's shared words: ticket statuses, roles, urgencies, channels, languages and call outcomes.
 
 Defined once here; the domain packages (the IVR's menus, the ticket lifecycle, queue choice) and the
 drivers all check against these, so a status or language cannot be spelled two ways.
@@ -8,18 +8,37 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["CallOutcome", "Channel", "Language", "TicketStatus", "Urgency"]
+__all__ = ["CallOutcome", "Channel", "Language", "Role", "TicketStatus", "Urgency"]
 
 
 class TicketStatus(str, Enum):
+    """Where a ticket stands. The first four belong to the call that opened it (orders.lifecycle.CALL_PHASE);
+    the rest to the people who work the case (orders.lifecycle.MOVES)."""
+
     in_ivr = "in_ivr"
     queued = "queued"
     abandoned_in_ivr = "abandoned_in_ivr"
     abandoned_in_queue = "abandoned_in_queue"
-    in_progress = "in_progress"
-    dispatched = "dispatched"
-    resolved = "resolved"
+    registered = "registered"  # an agent wrote the case down
+    resolved = "resolved"  # answered by the hotline at first contact
+    dispatched = "dispatched"  # sent to a lead department, not yet accepted
+    accepted = "accepted"
+    returned = "returned"  # the department disputes the dispatch; the hotline reassigns
+    in_progress = "in_progress"  # the department works it (progress notes)
+    replied = "replied"  # the department answered
+    reopened = "reopened"  # the citizen is not satisfied
     closed = "closed"
+    merged = "merged"  # a duplicate, folded into another ticket
+    archived = "archived"
+
+
+class Role(str, Enum):
+    """Who acts: API tokens carry one, the audit trail records it."""
+
+    admin = "admin"
+    supervisor = "supervisor"
+    agent = "agent"
+    department = "department"
 
 
 class Urgency(str, Enum):

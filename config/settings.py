@@ -86,6 +86,11 @@ class Settings:
     stale_call_margin_seconds: float = 30.0  # a ticket in_ivr this long past agi_session_timeout lost its handler
     stale_call_check_seconds: float = 15.0  # how often the worker looks for such tickets
 
+    holiday_file: Path = Path("")  # empty: the shipped orders/holidays.toml; extend a copy past the known years
+    urgent_accept_minutes: int = 30  # an urgent ticket must be accepted this long after its dispatch
+    deadline_warn_share: float = 0.8  # warn when this share of a deadline's time has passed
+    deadline_check_seconds: float = 60.0  # how often the worker looks for tickets to warn about or mark overdue
+
     rq_queue: str = "hotline"
     log_level: str = "INFO"
     log_format: str = "auto"  # "json", "text", or "auto": text on a terminal, JSON otherwise
@@ -104,6 +109,12 @@ class Settings:
             raise ConfigError("agi_max_sessions must be at least 1")
         if self.agi_read_timeout <= 0 or self.agi_session_timeout <= 0:
             raise ConfigError("agi_read_timeout and agi_session_timeout must be positive")
+        if not 1 <= self.urgent_accept_minutes <= 24 * 60:
+            raise ConfigError(f"urgent_accept_minutes must be from 1 to 1440, got {self.urgent_accept_minutes}")
+        if not 0 < self.deadline_warn_share < 1:
+            raise ConfigError(f"deadline_warn_share must be between 0 and 1, got {self.deadline_warn_share}")
+        if self.deadline_check_seconds <= 0:
+            raise ConfigError("deadline_check_seconds must be positive")
         if self.agi_max_busy < 1:
             raise ConfigError(f"agi_max_busy must be at least 1, got {self.agi_max_busy}")
         hosts = self.agi_allowed_hosts  # a list (TOML), or "a, b" (HOTLINE_AGI_ALLOWED_HOSTS)

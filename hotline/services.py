@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from rq import Queue
 from sqlalchemy.engine import Engine
@@ -14,8 +15,11 @@ from base.db import make_engine, make_session_factory
 from config import Settings
 from hotline.redis_conn import connect_redis
 from jobs.tickets import make_enqueue
+from orders.cases import Casework
+from orders.departments import DepartmentStore
 from orders.store import TicketStore
 from orders.ticket_numbers import TicketNumberAllocator
+from orders.working_days import WorkingCalendar
 from orders.writer import TicketWriter, spool_path_for
 
 _WRITES = metrics.counter("hotline_ticket_writes_total", "Ticket saves by how they were kept "
@@ -40,6 +44,19 @@ class Services:
     def tickets(self) -> TicketStore:
         """The ticket store over this process's database."""
         return TicketStore(self.session_factory)
+
+    @functools.cached_property
+    def casework(self) -> Casework:
+        """The moves people make on tickets, with their deadlines on the official working-day calendar."""
+        s = self.settings
+        calendar = WorkingCalendar(s.holiday_file if str(s.holiday_file) not in ("", ".") else None)
+        return Casework(self.session_factory, calendar, urgent_accept=timedelta(minutes=s.urgent_accept_minutes),
+                        warn_share=s.deadline_warn_share)
+
+    @functools.cached_property
+    def departments(self) -> DepartmentStore:
+        """Departments, their call-back numbers and the dispatch catalogue."""
+        return DepartmentStore(self.session_factory, region=self.settings.region)
 
     @functools.cached_property
     def writer(self) -> TicketWriter:

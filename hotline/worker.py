@@ -5,7 +5,11 @@ with the scheduler, plus two housekeeping threads:
   this host's disk reach the database within seconds of its return, with no RQ scheduler involved);
 * stale calls settled every ``stale_call_check_seconds``: tickets still ``in_ivr`` well past the longest AGI session
   (``agi_session_timeout`` + a margin) belong to a handler that died (its process was killed), and the
-  dialplan's fallback queued their callers (TicketStore.settle_stale_calls).
+  dialplan's fallback queued their callers (TicketStore.settle_stale_calls);
+* ticket deadlines checked every ``deadline_check_seconds`` (Casework.scan_deadlines): tickets near their
+  deadline are warned about, those past it marked overdue and escalated (an audit event, a warning log
+  line, the supervisors' board). The deadlines live in the database, not in scheduled jobs, so a worker
+  or a Redis that restarts loses none: the next check finds them.
 
 A SimpleWorker runs jobs in its own process: the jobs are short database writes, and forking per job
 would also fork the database connection pool.
@@ -46,17 +50,38 @@ def settle_stale_calls(services, now: datetime | None = None) -> int:
     return settled
 
 
+def check_deadlines(services, now: datetime | None = None) -> int:
+    """One round of deadline checks; errors are logged, never raised (the next round tries again)."""
+    try:
+        notices = services.casework.scan_deadlines(now)
+    except StorageError as exc:
+        log.warning("ticket deadlines not checked now: %s", exc)
+        return 0
+    for notice in notices:
+        extra = {"event": "ticket.overdue" if notice.overdue else "ticket.deadline_near", "ticket": notice.number,
+                 "department": notice.department, "due_kind": notice.due_kind, "due_at": notice.due_at.isoformat()}
+        if notice.overdue:
+            log.warning("ticket %s is overdue (%s by %s); escalated to the supervisors", notice.number,
+                        notice.due_kind, notice.due_at.isoformat(), extra=extra)
+        else:
+            log.info("ticket %s: its %s deadline (%s) is near", notice.number, notice.due_kind,
+                     notice.due_at.isoformat(), extra=extra)
+    return len(notices)
+
+
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     services = build_services(settings)
     ticket_jobs.configure(services.tickets)
     writer = services.writer
     writer.replay_spool()
     settle_stale_calls(services)
+    check_deadlines(services)
     stop = threading.Event()
     if not burst:
         services.start_replaying()
-        threading.Thread(target=_settle_every, args=(services, settings.stale_call_check_seconds, stop), daemon=True,
-                         name="settle-stale-calls").start()
+        for name, seconds, check in (("settle-stale-calls", settings.stale_call_check_seconds, settle_stale_calls),
+                                     ("check-deadlines", settings.deadline_check_seconds, check_deadlines)):
+            threading.Thread(target=_every, args=(services, seconds, check, stop), daemon=True, name=name).start()
     queue = Queue(settings.rq_queue, connection=services.redis)
     worker = SimpleWorker([queue], connection=services.redis)
     try:
@@ -66,9 +91,9 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
         services.close()
 
 
-def _settle_every(services, seconds: float, stop: threading.Event) -> None:
+def _every(services, seconds: float, check, stop: threading.Event) -> None:
     while not stop.wait(seconds):
         try:
-            settle_stale_calls(services)
+            check(services)
         except Exception:
-            log.exception("settling stale calls failed; trying again later")
+            log.exception("%s failed; trying again later", check.__name__)

@@ -25,6 +25,26 @@ class TicketLifecycleError(OrdersError, ValueError):
     """A ticket was asked to move to a status its current status does not lead to."""
 
 
+class MoveNotAllowed(OrdersError, PermissionError):
+    """The actor's role or department may not make this move on this ticket, whatever its status."""
+
+
+class StaleTicket(OrdersError):
+    """The ticket changed since the version the actor saw: read it again, then decide."""
+
+    def __init__(self, message: str, current_version: int | None = None):
+        super().__init__(message)
+        self.current_version = current_version
+
+
+class TicketNotFound(OrdersError, LookupError):
+    """No ticket has this number."""
+
+
+class InvalidMove(OrdersError, ValueError):
+    """A move was asked with a missing or malformed field (a reason, a department, a category, ...)."""
+
+
 class StorageError(OrdersError):
     """A database operation on tickets failed for a reason other than reachability."""
 

@@ -21,13 +21,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, true, update
+from sqlalchemy import and_, bindparam, func, or_, select, true, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from orders.errors import BatchNotApplied, SnapshotConflict, StorageError, StorageUnavailable, safe_error_text
 from orders.lifecycle import CALL_PHASE, CallOutcome, TicketStatus
-from orders.models import CallRecord, Ticket, TicketSequence
+from orders.models import CallRecord, Ticket, TicketAssignment, TicketSequence
 from orders.snapshot import TicketSnapshot
 from orders.views import CallView, TicketFilter, TicketView
 
@@ -57,8 +57,11 @@ _UPDATE_OWN_CALL = _C.update().where(_C.c.uniqueid == bindparam("_uniqueid"), _C
 # Run on every call, beside the IVR: built once, on a plain connection (no ORM session). "" matches no number.
 _RECENT_CALLER = (select(_T.c.id).where(_T.c.caller_e164 == bindparam("caller"), _T.c.created_at >= bindparam("since"),
                                         _T.c.number != bindparam("exclude")).limit(1))
-# The compare-and-set on the revision; the SET clause comes from the parameters given at execution.
+# The compare-and-set on the revision; the SET clause comes from the parameters given at execution. A call-phase
+# ticket is updated whole only while it is still in the call phase: a move (orders.cases) made between our
+# read and this write makes it match nothing, and the next round updates only the call's own fields.
 _UPDATE_TICKET = _T.update().where(_T.c.id == bindparam("_id"), _T.c.revision == bindparam("_revision"))
+_UPDATE_CALL_PHASE_TICKET = _UPDATE_TICKET.where(_T.c.status.in_(sorted(s.value for s in CALL_PHASE)))
 
 
 class _Contended(Exception):
@@ -72,7 +75,7 @@ def _unreachable(exc: sa_exc.SQLAlchemyError) -> bool:
 
 
 @contextlib.contextmanager
-def _database_errors(action: str) -> Iterator[None]:
+def database_errors(action: str) -> Iterator[None]:
     """Turn SQLAlchemy errors into ours; their text is reduced so no parameter (phone number) leaks."""
     try:
         yield
@@ -104,7 +107,7 @@ class TicketStore:
         uniqueid) already belongs to another call.
         """
         last_error = "the ticket kept changing under us"
-        with _database_errors(f"saving ticket {snapshot.number}"):
+        with database_errors(f"saving ticket {snapshot.number}"):
             for _ in range(_MAX_ATTEMPTS):
                 try:
                     with self._session_factory.begin() as session:
@@ -125,7 +128,7 @@ class TicketStore:
         (then save them one by one, each with its own outcome).
         """
         try:
-            with _database_errors(f"saving {len(snapshots)} tickets"), self._session_factory.begin() as session:
+            with database_errors(f"saving {len(snapshots)} tickets"), self._session_factory.begin() as session:
                 for snapshot in snapshots:
                     self._apply(session, snapshot)
         except StorageUnavailable:
@@ -163,14 +166,16 @@ class TicketStore:
         if row.revision >= snap.revision:
             return False
 
-        if row.status in _CALL_PHASE_VALUES:
+        call_phase = row.status in _CALL_PHASE_VALUES
+        if call_phase:
             values = {name: getattr(snap, name) for name in _TICKET_FIELDS if name != "created_at"}
         else:
             values = {name: getattr(snap, name) for name in _CALL_OWNED}
         values["confidential"] = row.confidential or snap.confidential
         values["updated_at"] = max(row.updated_at, snap.updated_at)
         values["revision"] = snap.revision
-        result = conn.execute(_UPDATE_TICKET, {"_id": row.id, "_revision": row.revision, **values})
+        statement = _UPDATE_CALL_PHASE_TICKET if call_phase else _UPDATE_TICKET
+        result = conn.execute(statement, {"_id": row.id, "_revision": row.revision, **values})
         if result.rowcount != 1:
             raise _Contended
         if snap.has_call:
@@ -201,7 +206,7 @@ class TicketStore:
         now = now or datetime.now(timezone.utc)
         in_ivr, queued = TicketStatus.in_ivr.value, TicketStatus.queued.value
         settled = 0
-        with _database_errors("settling stale calls"):
+        with database_errors("settling stale calls"):
             while True:
                 with self._session_factory.begin() as session:
                     conn = session.connection()
@@ -227,14 +232,14 @@ class TicketStore:
     # -- reading ---------------------------------------------------------------------------------
 
     def get(self, number: str) -> TicketView | None:
-        with _database_errors(f"reading ticket {number}"), self._session_factory() as session:
+        with database_errors(f"reading ticket {number}"), self._session_factory() as session:
             ticket = session.scalars(select(Ticket).where(Ticket.number == number)).one_or_none()
             if ticket is None:
                 return None
             return _views(session, [ticket])[0]
 
     def status_of(self, number: str) -> str | None:
-        with _database_errors(f"reading the status of ticket {number}"), self._session_factory() as session:
+        with database_errors(f"reading the status of ticket {number}"), self._session_factory() as session:
             return session.scalar(select(Ticket.status).where(Ticket.number == number))
 
     def called_recently(
@@ -249,22 +254,25 @@ class TicketStore:
             return False
         now = now or datetime.now(timezone.utc)
         params = {"caller": caller_e164, "since": now - within, "exclude": exclude_number or ""}
-        with _database_errors("looking up a caller's recent tickets"), self._engine.connect() as conn:
+        with database_errors("looking up a caller's recent tickets"), self._engine.connect() as conn:
             return conn.execute(_RECENT_CALLER, params).first() is not None
 
     def search(self, filters: TicketFilter) -> tuple[list[TicketView], int]:
         """Tickets matching ``filters``, newest first, one page of them, and how many match in all."""
         conditions: list[Any] = [
             getattr(Ticket, name) == getattr(filters, name)
-            for name in ("status", "category", "urgency", "language", "channel", "caller_e164", "department")
+            for name in ("status", "category", "urgency", "language", "channel", "caller_e164")
             if getattr(filters, name) is not None
         ]
+        if filters.department is not None:  # its tickets: those it leads and those it supports
+            supported = select(TicketAssignment.ticket_id).where(TicketAssignment.department == filters.department)
+            conditions.append(or_(Ticket.department == filters.department, Ticket.id.in_(supported)))
         if filters.created_from is not None:
             conditions.append(Ticket.created_at >= filters.created_from)
         if filters.created_to is not None:
             conditions.append(Ticket.created_at < filters.created_to)
         where = and_(true(), *conditions)
-        with _database_errors("searching tickets"), self._session_factory() as session:
+        with database_errors("searching tickets"), self._session_factory() as session:
             total = session.scalar(select(func.count()).select_from(Ticket).where(where))
             tickets = session.scalars(
                 select(Ticket).where(where).order_by(Ticket.created_at.desc(), Ticket.id.desc())
@@ -288,7 +296,12 @@ def _call_values(snap: TicketSnapshot) -> dict[str, Any]:
 
 def _views(session: Session, tickets: list[Ticket]) -> list[TicketView]:
     calls: dict[int, list[CallView]] = {ticket.id: [] for ticket in tickets}
+    supporting: dict[int, list[str]] = {ticket.id: [] for ticket in tickets}
     if tickets:
+        for ticket_id, department in session.execute(
+                select(TicketAssignment.ticket_id, TicketAssignment.department)
+                .where(TicketAssignment.ticket_id.in_(calls), TicketAssignment.lead.is_(False))):
+            supporting[ticket_id].append(department)
         records = session.scalars(
             select(CallRecord).where(CallRecord.ticket_id.in_(calls)).order_by(CallRecord.started_at, CallRecord.id)
         )
@@ -310,7 +323,10 @@ def _views(session: Session, tickets: list[Ticket]) -> list[TicketView]:
             number=t.number, caller_raw=t.caller_raw, caller_e164=t.caller_e164, caller_kind=t.caller_kind,
             channel=t.channel, language=t.language, ivr_path=t.ivr_path, category=t.category, urgency=t.urgency,
             confidential=t.confidential, status=t.status, department=t.department, created_at=t.created_at,
-            updated_at=t.updated_at, revision=t.revision, calls=tuple(calls[t.id]),
+            updated_at=t.updated_at, revision=t.revision, calls=tuple(calls[t.id]), version=t.version,
+            summary=t.summary, address=t.address, district=t.district, supporting=tuple(sorted(supporting[t.id])),
+            merged_into=t.merged_into, dispatched_at=t.dispatched_at, due_at=t.due_at, due_kind=t.due_kind,
+            overdue_since=t.overdue_since,
         )
         for t in tickets
     ]
@@ -332,13 +348,13 @@ class TicketSequenceStore:
             .order_by(length.desc(), Ticket.number.desc())
             .limit(1)
         )
-        with _database_errors(f"reading the last ticket number of {day}"), self._session_factory() as session:
+        with database_errors(f"reading the last ticket number of {day}"), self._session_factory() as session:
             number = session.scalar(query)
         return int(number[len(day):]) if number else 0
 
     def next_fallback(self, day: str) -> int:
         """Add one to the day's fallback counter and return it (1 for the first of the day)."""
-        with _database_errors(f"numbering a ticket of {day} in the database"):
+        with database_errors(f"numbering a ticket of {day} in the database"):
             for _ in range(_MAX_ATTEMPTS):
                 try:
                     with self._session_factory.begin() as session:

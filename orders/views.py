@@ -47,6 +47,17 @@ class TicketView:
     updated_at: datetime
     revision: int
     calls: tuple[CallView, ...] = ()
+    # The case, as people work it (orders.cases).
+    version: int = 1
+    summary: str | None = None
+    address: str | None = None
+    district: str | None = None
+    supporting: tuple[str, ...] = ()  # supporting departments; ``department`` is the lead
+    merged_into: str | None = None
+    dispatched_at: datetime | None = None
+    due_at: datetime | None = None
+    due_kind: str | None = None  # "accept" (urgent) or "answer"
+    overdue_since: datetime | None = None
 
     @property
     def call(self) -> CallView | None:

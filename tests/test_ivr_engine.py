@@ -161,12 +161,19 @@ def test_a_trailing_hash_is_ignored_and_a_lone_hash_is_no_input():
 EXPECTED_STATUS_PROMPT = {
     "in_ivr": "status-received",
     "queued": "status-received",
-    "in_progress": "status-received",
     "abandoned_in_ivr": "status-incomplete",
     "abandoned_in_queue": "status-callback",
+    "registered": "status-received",
+    "returned": "status-received",  # back at the hotline, to be sent to the right department
+    "reopened": "status-received",
+    "merged": "status-received",  # handled under the ticket it duplicates
     "dispatched": "status-dispatched",
+    "accepted": "status-dispatched",
+    "in_progress": "status-dispatched",
     "resolved": "status-resolved",
+    "replied": "status-resolved",
     "closed": "status-resolved",
+    "archived": "status-resolved",
 }
 
 

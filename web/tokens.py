@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 from datetime import datetime, timezone
@@ -11,13 +10,9 @@ from sqlalchemy import DateTime, Enum, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from base.db import Base
+from base.vocabulary import Role
 
-
-class Role(str, enum.Enum):
-    admin = "admin"
-    supervisor = "supervisor"
-    agent = "agent"
-    department = "department"
+__all__ = ["ApiToken", "Role", "hash_token", "new_token"]
 
 
 class ApiToken(Base):
