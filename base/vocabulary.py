@@ -7,8 +7,12 @@ drivers all check against these, so a status or language cannot be spelled two w
 from __future__ import annotations
 
 from enum import Enum
+from zoneinfo import ZoneInfo
 
-__all__ = ["CallOutcome", "Channel", "Language", "Role", "TicketStatus", "Urgency"]
+__all__ = ["HOTLINE_TZ", "CallOutcome", "Channel", "Language", "Role", "TicketStatus", "Urgency"]
+
+#: The hotline's day: ticket numbers carry its date, deadlines count its working days.
+HOTLINE_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class TicketStatus(str, Enum):

@@ -110,8 +110,9 @@ class EventView:
 
 
 @dataclass(frozen=True)
-class Suggestion:
-    """What the catalogue suggests for a category (and district)."""
+class CatalogueRule:
+    """A rule of the dispatch catalogue: who handles ``category`` in ``district`` ('' = anywhere), and how
+    many working days the answer may take; what the agent's dispatch is prefilled with."""
 
     category: str
     district: str
@@ -119,6 +120,11 @@ class Suggestion:
     lead: str
     supporting: tuple[str, ...]
     answer_days: int
+
+    @classmethod
+    def of(cls, rule: DispatchRule) -> CatalogueRule:
+        return cls(rule.category, rule.district, rule.kind, rule.lead,
+                   tuple(code for code in rule.supporting.split(",") if code), rule.answer_days)
 
 
 @dataclass(frozen=True)
@@ -277,16 +283,13 @@ class Casework:
             return [EventView(r.at, r.actor, r.role, r.actor_department, r.move, r.from_status, r.to_status, r.reason,
                               r.note, json.loads(r.details) if r.details else {}) for r in rows]
 
-    def suggest(self, category: str | None, district: str | None = None) -> Suggestion | None:
+    def suggest(self, category: str | None, district: str | None = None) -> CatalogueRule | None:
         """The catalogue's dispatch for ``category`` in ``district`` (or anywhere), if it has one."""
         if not category:
             return None
         with database_errors("reading the dispatch catalogue"), self._session_factory() as session:
             rule = self._rule(session, category, district)
-            if rule is None:
-                return None
-            return Suggestion(rule.category, rule.district, rule.kind, rule.lead,
-                              tuple(code for code in rule.supporting.split(",") if code), rule.answer_days)
+            return CatalogueRule.of(rule) if rule is not None else None
 
     @staticmethod
     def _rule(session: Session, category: str | None, district: str | None) -> DispatchRule | None:

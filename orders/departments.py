@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from orders.cases import ANSWER_DAYS, TEXT_LIMITS, valid_code
+from orders.cases import ANSWER_DAYS, TEXT_LIMITS, CatalogueRule, valid_code
 from orders.errors import OrdersError
 from orders.models import Department, DepartmentPhone, DispatchRule
 from orders.snapshot import CONTROL_CHARACTERS
@@ -44,16 +44,6 @@ class DepartmentView:
     parent_code: str | None
     active: bool
     phones: tuple[str, ...] = ()  # E.164
-
-
-@dataclass(frozen=True)
-class RuleView:
-    category: str
-    district: str
-    kind: str
-    lead: str
-    supporting: tuple[str, ...]
-    answer_days: int
 
 
 def _name(value: object, what: str) -> str:
@@ -159,13 +149,13 @@ class DepartmentStore:
 
     # -- the dispatch catalogue --------------------------------------------------------------------
 
-    def rules(self) -> list[RuleView]:
+    def rules(self) -> list[CatalogueRule]:
         with database_errors("reading the dispatch catalogue"), self._session_factory() as session:
-            return [_rule_view(r) for r in session.scalars(
+            return [CatalogueRule.of(r) for r in session.scalars(
                 select(DispatchRule).order_by(DispatchRule.category, DispatchRule.district))]
 
     def put_rule(self, category: str, lead: str, *, district: str = "", kind: str = "help",
-                 supporting: tuple[str, ...] | list[str] = (), answer_days: int | None = None) -> RuleView:
+                 supporting: tuple[str, ...] | list[str] = (), answer_days: int | None = None) -> CatalogueRule:
         """Create or replace the rule for ``category`` in ``district`` ('' = anywhere)."""
         with database_errors("changing the dispatch catalogue"), self._session_factory.begin() as session:
             view = self._put(session, category, lead, district, kind, tuple(supporting), answer_days)
@@ -206,7 +196,7 @@ class DepartmentStore:
                 session.flush()
             return len(entries)
 
-    def _put(self, session, category, lead, district, kind, supporting, answer_days) -> RuleView:
+    def _put(self, session, category, lead, district, kind, supporting, answer_days) -> CatalogueRule:
         if not isinstance(category, str) or not category.strip() or len(category) > TEXT_LIMITS["category"]:
             raise DepartmentError("category must be text of 1 to 50 characters")
         district = district or ""
@@ -235,9 +225,4 @@ class DepartmentStore:
         except IntegrityError:
             raise DepartmentError(f"a rule for {category} in {district or 'any district'} was written meanwhile; "
                                   f"try again") from None
-        return _rule_view(rule)
-
-
-def _rule_view(rule: DispatchRule) -> RuleView:
-    return RuleView(rule.category, rule.district, rule.kind, rule.lead,
-                    tuple(code for code in rule.supporting.split(",") if code), rule.answer_days)
+        return CatalogueRule.of(rule)

@@ -46,18 +46,17 @@ import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import redis
 from sqlalchemy.orm import sessionmaker
 
+from base.vocabulary import HOTLINE_TZ
 from orders.errors import StorageError, StorageUnavailable, TicketNumberUnavailable
 from orders.spool import SnapshotSpool
 from orders.store import TicketSequenceStore
 
 log = logging.getLogger(__name__)
 
-HOTLINE_TZ = ZoneInfo("Asia/Shanghai")
 SEQUENCE_DIGITS = 5  # zero-padded width; the Redis sequence may grow to 6 digits on a (very) busy day
 MAX_SEQUENCE = 999_999
 MAX_SEQUENCE_DIGITS = len(str(MAX_SEQUENCE))

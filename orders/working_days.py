@@ -20,13 +20,13 @@ import threading
 import tomllib
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import chinese_calendar
 
+from base.vocabulary import HOTLINE_TZ
+
 log = logging.getLogger(__name__)
 
-HOTLINE_TZ = ZoneInfo("Asia/Shanghai")
 DEFAULT_HOLIDAY_FILE = Path(__file__).with_name("holidays.toml")
 
 _ONE_DAY = timedelta(days=1)
