@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from base.vocabulary import Role, TicketStatus, Urgency
 from orders.errors import InvalidMove, StaleTicket, TicketLifecycleError, TicketNotFound
-from orders.lifecycle import OPEN, Move, check_move
+from orders.lifecycle import Move, check_move
 from orders.models import Department, DispatchRule, Ticket, TicketAssignment, TicketEvent
 from orders.snapshot import CONTROL_CHARACTERS
 from orders.store import database_errors
@@ -178,6 +178,7 @@ class Casework:
             if ticket is None:
                 raise TicketNotFound(f"no ticket {number}")
             lead, supporting = _assignments(session, ticket.id)
+            lead = lead or ticket.department  # a ticket given a department before any dispatch (an import, a snapshot)
             # The role and department are checked first (MoveNotAllowed): a department that is not assigned may
             # not learn even the ticket's version. Then a stale version: the actor decided on an old state.
             try:
@@ -200,7 +201,8 @@ class Casework:
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:  # a concurrent move committed between our read and this write
-                raise StaleTicket(f"ticket {number} changed while this move was being made: read it again")
+                current = session.scalar(select(Ticket.version).where(Ticket.id == ticket_id))
+                raise StaleTicket(f"ticket {number} changed while this move was being made: read it again", current)
             session.add(TicketEvent(
                 ticket_id=ticket_id, at=now, actor=actor.name, role=Role(actor.role).value,
                 actor_department=actor.department, move=rule.move.value, from_status=from_status,
@@ -229,6 +231,8 @@ class Casework:
         elif move is Move.accept:
             if ticket.due_kind == "accept":  # the urgent clock stops; the answer's runs from the dispatch
                 values.update(self._deadline(session, ticket, ticket.dispatched_at or now, accepted=True))
+                # A late acceptance stays in the audit trail ("overdue"); the answer's deadline is watched anew.
+                values["overdue_since"] = None
         elif move in (Move.return_, Move.resolve, Move.reply, Move.close, Move.reopen, Move.archive):
             values.update(due_at=None, due_kind=None, warn_at=None)
             if move is Move.return_:
@@ -334,10 +338,12 @@ class Casework:
                            details=json.dumps({"due_at": row.due_at.isoformat(), "due_kind": row.due_kind}))
 
     def overdue_ranking(self, since: datetime, until: datetime | None = None) -> list[DepartmentLateness]:
-        """Departments by lateness: open tickets overdue now, then tickets that went overdue in
+        """Departments by lateness: tickets in their hands and overdue now, then tickets that went overdue in
         [since, until), with how many were dispatched to them in that time (the seed's published list)."""
         until = until or self._clock()
-        open_values = [status.value for status in OPEN]
+        # Late now: still in the department's hands. A late reply, or a ticket it returned, is the hotline's.
+        open_values = [status.value for status in (TicketStatus.dispatched, TicketStatus.accepted,
+                                                   TicketStatus.in_progress)]
         in_period = and_(Ticket.dispatched_at >= since, Ticket.dispatched_at < until)
         query = (
             select(

@@ -188,9 +188,12 @@ class DepartmentStore:
                 unknown = set(entry) - {"category", "district", "kind", "lead", "supporting", "answer_days"}
                 if unknown:
                     raise DepartmentError(f"{path}: rule {i} has unknown key(s) {', '.join(sorted(unknown))}")
+                supporting = entry.get("supporting", [])
+                if not isinstance(supporting, list) or not all(isinstance(code, str) for code in supporting):
+                    raise DepartmentError(f"{path}: rule {i}: supporting must be a list of department codes")
                 try:
                     self._put(session, entry.get("category"), entry.get("lead"), entry.get("district", ""),
-                              entry.get("kind", "help"), tuple(entry.get("supporting", ())), entry.get("answer_days"))
+                              entry.get("kind", "help"), tuple(supporting), entry.get("answer_days"))
                 except DepartmentError as exc:
                     raise DepartmentError(f"{path}: rule {i}: {exc}") from None
                 session.flush()
@@ -209,10 +212,11 @@ class DepartmentStore:
         if isinstance(answer_days, bool) or not isinstance(answer_days, int) or not 1 <= answer_days <= 365:
             raise DepartmentError("answer_days must be a whole number from 1 to 365")
         codes = [_code(lead, "lead"), *(_code(code, "supporting") for code in supporting)]
-        known = set(session.scalars(select(Department.code).where(Department.code.in_(codes))))
+        known = set(session.scalars(select(Department.code).where(Department.code.in_(codes),
+                                                                   Department.active.is_(True))))
         unknown = [code for code in codes if code not in known]
-        if unknown:
-            raise DepartmentError(f"no department {', '.join(unknown)}")
+        if unknown:  # an inactive one too: the dispatch it suggests would be refused
+            raise DepartmentError(f"no active department {', '.join(unknown)}")
         supporting = tuple(dict.fromkeys(code for code in supporting if code != lead))
         rule = session.scalars(select(DispatchRule).where(DispatchRule.category == category,
                                                           DispatchRule.district == district)).one_or_none()
