@@ -1,4 +1,5 @@
-"""The ``hotline`` command: run the services, migrate the database, place a simulated call, manage tokens."""
+"""The ``hotline`` command: run the services, migrate the database, place a simulated call, manage tokens,
+departments and the dispatch catalogue."""
 
 from __future__ import annotations
 
@@ -386,9 +387,19 @@ def token_create(ctx, name, role, department) -> None:
 
     try:
         with _services(_settings(ctx)) as services:
+            if role == "department" and department:
+                _check_department(services, department.strip())
             click.echo(create_token(services.session_factory, name, Role(role), department))
     except TokenError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _check_department(services, code: str) -> None:
+    """Once departments are kept in the database, a department token must name one of them."""
+    known = [d.code for d in services.departments.list(include_inactive=True)]
+    if known and code not in known:
+        raise click.ClickException(f"no department {code!r}; add it first (hotline departments add) "
+                                   f"or use one of: {', '.join(known)}")
 
 
 @token.command("list")
@@ -417,6 +428,106 @@ def token_revoke(ctx, name_or_token) -> None:
     except TokenError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("revoked")
+
+
+
+# --- departments and the dispatch catalogue ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _departments(ctx: click.Context):
+    """The DepartmentStore for one command; its refusals are one line for the operator."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from orders.departments import DepartmentError, DepartmentNotFound
+
+    try:
+        with _services(_settings(ctx)) as services:
+            yield services.departments
+    except (DepartmentError, DepartmentNotFound) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _department_line(department) -> str:
+    return "\t".join((department.code, department.name_zh, department.name_en, department.parent_code or "-",
+                      "active" if department.active else "inactive", ",".join(department.phones) or "-"))
+
+
+@main.group()
+def departments() -> None:
+    """Departments tickets are dispatched to, and their call-back phones."""
+
+
+@departments.command("add")
+@click.argument("code")
+@click.option("--zh", "name_zh", required=True, help="The name in Mandarin.")
+@click.option("--en", "name_en", required=True, help="The name in English.")
+@click.option("--parent", "parent_code", default=None, help="The code of the department it belongs to.")
+@click.pass_context
+def departments_add(ctx, code, name_zh, name_en, parent_code) -> None:
+    """Add department CODE (lowercase letters, digits, '-' and '_')."""
+    with _departments(ctx) as store:
+        click.echo(_department_line(store.create(code, name_zh, name_en, parent_code)))
+
+
+@departments.command("list")
+@click.option("--all", "include_inactive", is_flag=True, help="Retired departments too.")
+@click.pass_context
+def departments_list(ctx, include_inactive) -> None:
+    """List departments: code, names, parent, state, phones (tab-separated)."""
+    with _departments(ctx) as store:
+        for department in store.list(include_inactive=include_inactive):
+            click.echo(_department_line(department))
+
+
+@departments.group("phone")
+def departments_phone() -> None:
+    """The numbers a department may call citizens back from."""
+
+
+@departments_phone.command("add")
+@click.argument("code")
+@click.argument("number")
+@click.option("--label", default="", help="What the number is, e.g. 'duty desk'.")
+@click.pass_context
+def departments_phone_add(ctx, code, number, label) -> None:
+    """Let NUMBER call citizens back for department CODE."""
+    with _departments(ctx) as store:
+        click.echo(_department_line(store.add_phone(code, number, label)))
+
+
+@departments_phone.command("remove")
+@click.argument("code")
+@click.argument("number")
+@click.pass_context
+def departments_phone_remove(ctx, code, number) -> None:
+    """Stop NUMBER calling citizens back for department CODE."""
+    with _departments(ctx) as store:
+        click.echo(_department_line(store.remove_phone(code, number)))
+
+
+@main.group()
+def catalogue() -> None:
+    """The dispatch catalogue: which departments handle each category, and in how many working days."""
+
+
+@catalogue.command("load")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_context
+def catalogue_load(ctx, file) -> None:
+    """Replace the whole catalogue with FILE's [[rule]] tables (see orders/catalogue.example.toml)."""
+    with _departments(ctx) as store:
+        count = store.load_catalogue(file)
+    click.echo(f"{count} rules loaded from {file}")
+
+
+@catalogue.command("list")
+@click.pass_context
+def catalogue_list(ctx) -> None:
+    """List the rules: category, district (* = any), kind, lead, supporting, working days."""
+    with _departments(ctx) as store:
+        for rule in store.rules():
+            click.echo("\t".join((rule.category, rule.district or "*", rule.kind, rule.lead,
+                                  ",".join(rule.supporting) or "-", str(rule.answer_days))))
 
 
 if __name__ == "__main__":

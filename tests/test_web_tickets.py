@@ -102,6 +102,17 @@ def test_staff_get_the_whole_ticket(client, tokens, tickets, role):  # noqa: F81
             "ended_at": "2024-05-01T03:00:00Z",
             "outcome": "routed",
         },
+        "version": 1,
+        "summary": None,
+        "address": None,
+        "district": None,
+        "supporting": [],
+        "merged_into": None,
+        "dispatched_at": None,
+        "due_at": None,
+        "due_kind": None,
+        "overdue_since": None,
+        "public_state": {"state": "open", "detail": None},
     }
     assert_matches_spec(response, "/api/tickets/{number}")
 

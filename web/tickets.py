@@ -1,7 +1,7 @@
 """The tickets API: read tickets over HTTP, scoped by the caller's token.
 
-Staff tokens (admin, supervisor, agent) see every ticket. A department token sees only tickets whose
-department is its own: another department's ticket answers 404, as if it did not exist. A department
+Staff tokens (admin, supervisor, agent) see every ticket. A department token sees only the tickets it
+leads or supports: another department's ticket answers 404, as if it did not exist. A department
 never receives a confidential citizen's number, and may not filter by caller at all (the filter would
 tell it whether a number it guesses has a ticket).
 """
@@ -20,7 +20,7 @@ from web.tokens import Role
 from web.errors import ApiError, error_response
 from orders.caller import normalise_caller
 from orders.errors import InvalidFilter, StorageError, StorageUnavailable
-from orders.lifecycle import Channel, Language, TicketStatus, Urgency
+from orders.lifecycle import PUBLIC_STATE, Channel, Language, TicketStatus, Urgency
 from orders.snapshot import CONTROL_CHARACTERS, NUMBER_MAX_LENGTH, TEXT_LIMITS
 from orders.views import DEFAULT_LIMIT, MAX_LIMIT, CallView, TicketFilter, TicketView
 
@@ -41,6 +41,8 @@ _ECHOABLE_NAME = re.compile(r"[A-Za-z_]{1,40}")
 _MAX_OFFSET = 2**31 - 1
 #: Digit runs this long that match the caller are scrubbed from what a department sees.
 _MIN_SCRUB_DIGITS = 7
+#: What may stand between the digits of a number written by hand.
+_SEPARATORS = r"[ \t\-.()/\u00a0\u3000]*"
 
 ALL_ROLES = (Role.admin, Role.supervisor, Role.agent, Role.department)
 
@@ -51,7 +53,7 @@ def _bad(parameter: str, message: str) -> ApiError:
 
 
 @bp.errorhandler(StorageError)
-def _storage_error(exc: StorageError):
+def storage_error(exc: StorageError):
     # The store's messages are already stripped of SQL parameters and numbers.
     log.error("tickets API: %s", exc)
     if isinstance(exc, StorageUnavailable):
@@ -61,7 +63,7 @@ def _storage_error(exc: StorageError):
 
 
 @bp.after_request
-def _private(response):
+def private_answer(response):
     # Tickets hold personal data: never kept by a shared cache, and one token's answer is not another's.
     response.headers["Cache-Control"] = "private, no-store"
     response.headers["Vary"] = "Authorization"
@@ -70,7 +72,8 @@ def _private(response):
 
 # --- rendering ---------------------------------------------------------------------------------------
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A time as this API writes it: ISO 8601 in UTC with a Z."""
     if value is None:
         return None
     if value.tzinfo is None:
@@ -78,24 +81,29 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _caller_digit_forms(ticket: TicketView) -> list[str]:
-    """The caller's number as digit strings a text could contain (E.164, national, as received)."""
+def caller_digit_forms(ticket: TicketView) -> list[str]:
+    """The caller's number as digit strings a text could contain (E.164, national, local, as received)."""
     forms = {re.sub(r"\D", "", ticket.caller_raw or "")}
     if ticket.caller_e164:
         forms.add(ticket.caller_e164.lstrip("+"))
         try:
-            forms.add(str(phonenumbers.parse(ticket.caller_e164).national_number))
+            parsed = phonenumbers.parse(ticket.caller_e164)
         except phonenumbers.NumberParseException:
-            pass
+            parsed = None
+        if parsed is not None:
+            national = phonenumbers.national_significant_number(parsed)
+            # A landline is often written without its area code: 66123456 for 0898-66123456.
+            forms.update({national, national[phonenumbers.length_of_geographical_area_code(parsed):]})
     return sorted((f for f in forms if len(f) >= _MIN_SCRUB_DIGITS), key=len, reverse=True)
 
 
-def _scrub(value: str | None, forms: list[str]) -> str | None:
-    if value is None:
-        return None
-    for form in forms:
-        value = value.replace(form, "*" * len(form))
-    return value
+def scrub(value: str | None, forms: list[str]) -> str | None:
+    """``value`` with each form of the caller's number starred out, also when written with spaces or
+    dashes between its digits (people type 138 0013 8000 into a summary)."""
+    if value is None or not forms:
+        return value
+    pattern = "|".join(_SEPARATORS.join(re.escape(digit) for digit in form) for form in forms)
+    return re.sub(pattern, lambda match: "*" * len(match.group()), value)
 
 
 def _call_json(call: CallView | None, forms: list[str]) -> dict | None:
@@ -104,11 +112,11 @@ def _call_json(call: CallView | None, forms: list[str]) -> dict | None:
     return {
         "uniqueid": call.uniqueid,
         "linkedid": call.linkedid,
-        "channel": _scrub(call.channel, forms),
-        "dialed_number": _scrub(call.dialed_number, forms),
-        "started_at": _iso(call.started_at),
-        "answered_at": _iso(call.answered_at),
-        "ended_at": _iso(call.ended_at),
+        "channel": scrub(call.channel, forms),
+        "dialed_number": scrub(call.dialed_number, forms),
+        "started_at": iso(call.started_at),
+        "answered_at": iso(call.answered_at),
+        "ended_at": iso(call.ended_at),
         "outcome": call.outcome,
     }
 
@@ -117,7 +125,7 @@ def ticket_json(ticket: TicketView, for_department: bool) -> dict:
     """A ticket as the API shows it; ``for_department`` hides a confidential citizen's number everywhere."""
     hide_caller = for_department and ticket.confidential
     # An Asterisk channel name can embed the caller's number (SIP/13800138000-0000002a): scrub it too.
-    forms = _caller_digit_forms(ticket) if hide_caller else []
+    forms = caller_digit_forms(ticket) if hide_caller else []
     caller = None if hide_caller else {"number": ticket.caller_e164 or ticket.caller_raw, "kind": ticket.caller_kind}
     return {
         "number": ticket.number,
@@ -128,12 +136,46 @@ def ticket_json(ticket: TicketView, for_department: bool) -> dict:
         "urgency": ticket.urgency,
         "confidential": ticket.confidential,
         "department": ticket.department,
-        "ivr_path": _scrub(ticket.ivr_path, forms),
-        "created_at": _iso(ticket.created_at),
-        "updated_at": _iso(ticket.updated_at),
+        "ivr_path": scrub(ticket.ivr_path, forms),
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
         "caller": caller,
         "call": _call_json(ticket.call, forms),
+        "version": ticket.version,
+        "summary": scrub(ticket.summary, forms),
+        "address": scrub(ticket.address, forms),
+        "district": ticket.district,
+        "supporting": list(ticket.supporting),
+        "merged_into": ticket.merged_into,
+        "dispatched_at": iso(ticket.dispatched_at),
+        "due_at": iso(ticket.due_at),
+        "due_kind": ticket.due_kind,
+        "overdue_since": iso(ticket.overdue_since),
+        "public_state": dict(zip(("state", "detail"), PUBLIC_STATE[TicketStatus(ticket.status)])),
     }
+
+
+def etag(ticket: TicketView) -> str:
+    """The ticket's version as an ETag: a move sends it back in If-Match."""
+    return f'"{ticket.version}"'
+
+
+def visible_to(ticket: TicketView, identity) -> bool:
+    """Staff see every ticket; a department the tickets it leads or supports."""
+    if identity.role is not Role.department:
+        return True
+    return identity.department is not None and identity.department in (ticket.department, *ticket.supporting)
+
+
+def visible_ticket(number: str, identity) -> TicketView:
+    """Ticket ``number`` if the token may see it, else 400 (not a number) or 404."""
+    if not _NUMBER.fullmatch(number):
+        raise _bad("number", f"a ticket number is 1 to {NUMBER_MAX_LENGTH} digits (0-9)")
+    ticket = current_app.extensions["hotline"].tickets.get(number)
+    if ticket is None or not visible_to(ticket, identity):
+        # Same answer for "absent" and "another department's": a department learns nothing of the others.
+        raise ApiError(404, "ticket_not_found", "no ticket has that number")
+    return ticket
 
 
 # --- parsing the query string ------------------------------------------------------------------------
@@ -242,13 +284,9 @@ def list_tickets():
 @bp.get("/<number>")
 @require_roles(*ALL_ROLES)
 def get_ticket(number: str):
-    """One ticket by its number."""
-    if not _NUMBER.fullmatch(number):
-        raise _bad("number", f"a ticket number is 1 to {NUMBER_MAX_LENGTH} digits (0-9)")
+    """One ticket by its number, with its version as the ETag."""
     identity = g.caller_token
-    ticket = current_app.extensions["hotline"].tickets.get(number)
-    for_department = identity.role is Role.department
-    if ticket is None or (for_department and ticket.department != identity.department):
-        # Same answer for "absent" and "another department's": a department learns nothing of the others.
-        raise ApiError(404, "ticket_not_found", "no ticket has that number")
-    return jsonify(ticket_json(ticket, for_department))
+    ticket = visible_ticket(number, identity)
+    response = jsonify(ticket_json(ticket, identity.role is Role.department))
+    response.headers["ETag"] = etag(ticket)
+    return response
