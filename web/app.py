@@ -9,9 +9,10 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from base import metrics
-from web import health, openapi, tickets
+from web import cases, departments, health, openapi, tickets
 from web.auth import TokenAuthenticator
 from web.errors import endpoint_label, register_error_handlers
+from web import pages
 
 __all__ = ["create_app"]
 
@@ -73,6 +74,7 @@ def create_app(services, *, token_cache_ttl: float = 5.0) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = services.settings.web_max_body_bytes
     app.extensions["hotline"] = services
     app.extensions["web.auth"] = TokenAuthenticator(services.session_factory, ttl=token_cache_ttl)
+    app.secret_key = pages.session_secret(services.settings.data_dir)  # signs the desk pages' sessions
 
     register_error_handlers(app)
 
@@ -86,4 +88,7 @@ def create_app(services, *, token_cache_ttl: float = 5.0) -> Flask:
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(tickets.bp)
+    app.register_blueprint(cases.bp)
+    app.register_blueprint(departments.bp)
+    app.register_blueprint(pages.bp)
     return app
