@@ -8,7 +8,9 @@ same run, medians of several rounds:
 * the overdue scan (Casework.scan_deadlines' query: due_at <= now and not yet marked, on the due_at index),
   against the same query with index scans switched off (what it costs without the index) and against a
   naive scan without the precomputed due_at (deadlines worked out from dispatched_at on every row);
-* the overdue ranking of departments (Casework.overdue_ranking) over the last 30 days and over the year.
+* the overdue ranking of departments (Casework.overdue_ranking) over the last 30 days and over the year;
+* ticket moves per second through the HTTP API (register, dispatch, accept, reply, close on fresh
+  tickets, each with If-Match), over Flask's WSGI client in this process (--moves tickets, 0: skip).
 
     .venv/bin/python bench/tickets.py [--tickets 1000000] [--rounds 7] [--database-url postgresql://...]
 
@@ -85,6 +87,7 @@ def main() -> None:
     ap.add_argument("--tickets", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--database-url", default=DEFAULT_URL)
+    ap.add_argument("--moves", type=int, default=200, help="tickets taken through five moves over the API")
     args = ap.parse_args()
     if not 1000 <= args.tickets <= 5_000_000:
         raise SystemExit("--tickets must be from 1,000 to 5,000,000")
@@ -140,11 +143,56 @@ def main() -> None:
             rows = work.overdue_ranking(since, now)
             print(f"department ranking over {label}: {ms(timed(lambda: work.overdue_ranking(since, now), args.rounds))}"
                   f" ({len(rows)} departments; worst {rows[0].department if rows else '-'})")
+        if args.moves:
+            moves_through_the_api(f"{args.database_url}{sep}options=-csearch_path%3D{schema}", min(args.moves, 5000))
     finally:
         engine.dispose()
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def moves_through_the_api(database_url: str, tickets: int) -> None:
+    """register, dispatch, accept, reply, close on ``tickets`` fresh tickets over the API; prints moves/s."""
+    import dataclasses
+    import tempfile
+
+    from config import load_settings
+    from hotline.services import build_services
+    from orders.snapshot import TicketSnapshot
+    from web.app import create_app
+    from web.auth import create_token
+
+    services = build_services(load_settings(environ={}, data_dir=Path(tempfile.mkdtemp(prefix="hotline-bench-")),
+                                            database_url=database_url))
+    try:
+        services.departments.create("bench-water", "供水", "Water")
+        agent = create_token(services.session_factory, "bench-agent", "agent")
+        water = create_token(services.session_factory, "bench-water", "department", "bench-water")
+        created = datetime.now(timezone.utc)
+        numbers = []
+        for i in range(tickets):
+            snap = TicketSnapshot(number=f"9{i:012d}", revision=1, caller_raw="13800138000",
+                                  caller_e164="+8613800138000", caller_kind="mobile", created_at=created)
+            services.tickets.save(dataclasses.replace(snap, status="queued"))
+            numbers.append(snap.number)
+        client = create_app(services, token_cache_ttl=60).test_client()
+        steps = [("register", agent, {"category": "water", "summary": "No water"}),
+                 ("dispatch", agent, {"lead": "bench-water"}), ("accept", water, {}),
+                 ("reply", water, {"note": "Repaired"}), ("close", agent, {})]
+        started, done = time.perf_counter(), 0
+        for number in numbers:
+            for version, (move, token, body) in enumerate(steps, 1):
+                response = client.post(f"/api/tickets/{number}/moves/{move}", json=body,
+                                       headers={"Authorization": f"Bearer {token}", "If-Match": f'"{version}"'})
+                if response.status_code != 200:
+                    raise SystemExit(f"{move} on {number}: {response.status_code} {response.get_data(as_text=True)}")
+                done += 1
+        elapsed = time.perf_counter() - started
+        print(f"moves through the API: {done} in {elapsed:.1f} s = {done / elapsed:.0f} moves/s "
+              f"(one client, one thread, each move a transaction with its audit event)")
+    finally:
+        services.close()
 
 
 if __name__ == "__main__":
