@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from base.vocabulary import Role, TicketStatus, Urgency
@@ -221,9 +221,12 @@ class Casework:
             details = {"category": fields.category, "confidential": values["confidential"]}
         elif move is Move.dispatch:
             lead, supporting = self._departments(session, fields)
-            session.execute(delete(TicketAssignment).where(TicketAssignment.ticket_id == ticket.id))
-            session.add(TicketAssignment(ticket_id=ticket.id, department=lead, lead=True))
-            session.add_all(TicketAssignment(ticket_id=ticket.id, department=code, lead=False) for code in supporting)
+            session.execute(update(TicketAssignment).where(TicketAssignment.ticket_id == ticket.id,
+                                                           TicketAssignment.ended_at.is_(None)).values(ended_at=now)
+                            .execution_options(synchronize_session=False))
+            session.add(TicketAssignment(ticket_id=ticket.id, department=lead, lead=True, assigned_at=now))
+            session.add_all(TicketAssignment(ticket_id=ticket.id, department=code, lead=False, assigned_at=now)
+                            for code in supporting)
             values.update(department=lead, dispatched_at=now, overdue_since=None)
             values.update(self._deadline(session, ticket, now, accepted=False))
             details = {"lead": lead, "supporting": list(supporting), "due_at": values["due_at"].isoformat(),
@@ -319,6 +322,10 @@ class Casework:
             for row in late:
                 session.execute(update(Ticket).where(Ticket.id == row.id).values(overdue_since=row.due_at,
                                                                                  warn_at=None))
+                session.execute(update(TicketAssignment).where(  # the lateness stays with this dispatch
+                    TicketAssignment.ticket_id == row.id, TicketAssignment.lead.is_(True),
+                    TicketAssignment.ended_at.is_(None), TicketAssignment.overdue_since.is_(None),
+                ).values(overdue_since=row.due_at))
                 session.add(self._system_event(row, now, "overdue"))
                 notices.append(DeadlineNotice(row.number, row.department, row.due_at, row.due_kind, True))
             warned = session.execute(
@@ -338,35 +345,37 @@ class Casework:
                            details=json.dumps({"due_at": row.due_at.isoformat(), "due_kind": row.due_kind}))
 
     def overdue_ranking(self, since: datetime, until: datetime | None = None) -> list[DepartmentLateness]:
-        """Departments by lateness: tickets in their hands and overdue now, then tickets that went overdue in
-        [since, until), with how many were dispatched to them in that time (the seed's published list)."""
+        """Departments by lateness (the seed's published list): tickets in their hands and overdue now, then
+        their dispatches that went overdue in [since, until) -- a dispatch that ran late counts for its
+        department even after the ticket went back and on to another -- and how many were dispatched to
+        them in that time."""
         until = until or self._clock()
         # Late now: still in the department's hands. A late reply, or a ticket it returned, is the hotline's.
-        open_values = [status.value for status in (TicketStatus.dispatched, TicketStatus.accepted,
-                                                   TicketStatus.in_progress)]
-        in_period = and_(Ticket.dispatched_at >= since, Ticket.dispatched_at < until)
-        query = (
-            select(
-                Ticket.department,
-                func.sum(case((and_(Ticket.overdue_since.is_not(None), Ticket.status.in_(open_values)), 1), else_=0)),
-                func.sum(case((and_(Ticket.overdue_since >= since, Ticket.overdue_since < until), 1), else_=0)),
-                func.sum(case((in_period, 1), else_=0)),
-            )
-            .where(Ticket.department.is_not(None), Ticket.dispatched_at.is_not(None),
-                   (Ticket.dispatched_at >= since) | Ticket.overdue_since.is_not(None))
-            .group_by(Ticket.department)
-        )
+        hands = [status.value for status in (TicketStatus.dispatched, TicketStatus.accepted, TicketStatus.in_progress)]
+        lead = TicketAssignment.lead.is_(True)
         with database_errors("ranking departments by lateness"), self._session_factory() as session:
-            rows = [DepartmentLateness(code, int(now_ or 0), int(total or 0), int(sent or 0))
-                    for code, now_, total, sent in session.execute(query)]
-        rows = [row for row in rows if row.overdue_open or row.overdue_total]
+            now_late = dict(session.execute(
+                select(Ticket.department, func.count())
+                .where(Ticket.overdue_since.is_not(None), Ticket.status.in_(hands), Ticket.department.is_not(None))
+                .group_by(Ticket.department)).all())
+            went_late = dict(session.execute(
+                select(TicketAssignment.department, func.count())
+                .where(lead, TicketAssignment.overdue_since >= since, TicketAssignment.overdue_since < until)
+                .group_by(TicketAssignment.department)).all())
+            sent = dict(session.execute(
+                select(TicketAssignment.department, func.count())
+                .where(lead, TicketAssignment.assigned_at >= since, TicketAssignment.assigned_at < until)
+                .group_by(TicketAssignment.department)).all())
+        rows = [DepartmentLateness(code, now_late.get(code, 0), went_late.get(code, 0), sent.get(code, 0))
+                for code in set(now_late) | set(went_late)]
         return sorted(rows, key=lambda r: (-r.overdue_open, -r.overdue_total, r.department))
 
 
 def _assignments(session: Session, ticket_id: int) -> tuple[str | None, frozenset[str]]:
     lead, supporting = None, set()
     for department, is_lead in session.execute(
-            select(TicketAssignment.department, TicketAssignment.lead).where(TicketAssignment.ticket_id == ticket_id)):
+            select(TicketAssignment.department, TicketAssignment.lead)
+            .where(TicketAssignment.ticket_id == ticket_id, TicketAssignment.ended_at.is_(None))):
         if is_lead:
             lead = department
         else:

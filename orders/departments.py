@@ -79,16 +79,24 @@ class DepartmentStore:
 
     def update(self, code: str, *, name_zh: str | None = None, name_en: str | None = None,
                parent_code: str | None = None, active: bool | None = None) -> DepartmentView:
+        """Change what is given (None: unchanged); ``parent_code=""`` makes it a top-level department."""
         with database_errors(f"changing department {code}"), self._session_factory.begin() as session:
             department = self._require(session, code)
             if name_zh is not None:
                 department.name_zh = _name(name_zh, "name_zh")
             if name_en is not None:
                 department.name_en = _name(name_en, "name_en")
-            if parent_code is not None:
-                if parent_code == code:
-                    raise DepartmentError("a department cannot be its own parent")
+            if parent_code == "":
+                department.parent_code = None
+            elif parent_code is not None:
                 self._require(session, _code(parent_code, "parent_code"))
+                ancestor, seen = parent_code, set()
+                while ancestor is not None and ancestor not in seen:  # seen: an old cycle ends the walk too
+                    if ancestor == code:
+                        raise DepartmentError(f"{parent_code} is {code} or below it: a department cannot be "
+                                              f"its own ancestor")
+                    seen.add(ancestor)
+                    ancestor = session.scalar(select(Department.parent_code).where(Department.code == ancestor))
                 department.parent_code = parent_code
             if active is not None:
                 department.active = bool(active)

@@ -129,18 +129,23 @@ class DepartmentPhone(Base):
 
 
 class TicketAssignment(Base):
-    """A department a ticket is dispatched to: its lead, or a supporting one. Replaced at each dispatch."""
+    """A department a ticket was dispatched to: its lead, or a supporting one. A new dispatch ends the
+    current ones (``ended_at``) and adds its own, so each department's lateness stays with its dispatch."""
 
     __tablename__ = "ticket_assignments"
     __table_args__ = (
-        UniqueConstraint("ticket_id", "department", name="uq_ticket_assignments"),
         Index("ix_ticket_assignments_department_ticket", "department", "ticket_id"),
+        Index("ix_ticket_assignments_lead_assigned_at", "lead", "assigned_at"),
+        Index("ix_ticket_assignments_lead_overdue_since", "lead", "overdue_since"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
     department: Mapped[str] = mapped_column(String(50))
     lead: Mapped[bool] = mapped_column(Boolean)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # NULL: the current dispatch
+    overdue_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # this dispatch ran late
 
 
 class TicketEvent(Base):

@@ -265,7 +265,8 @@ class TicketStore:
             if getattr(filters, name) is not None
         ]
         if filters.department is not None:  # its tickets: those it leads and those it supports
-            supported = select(TicketAssignment.ticket_id).where(TicketAssignment.department == filters.department)
+            supported = select(TicketAssignment.ticket_id).where(TicketAssignment.department == filters.department,
+                                                                 TicketAssignment.ended_at.is_(None))
             conditions.append(or_(Ticket.department == filters.department, Ticket.id.in_(supported)))
         if filters.created_from is not None:
             conditions.append(Ticket.created_at >= filters.created_from)
@@ -300,7 +301,8 @@ def _views(session: Session, tickets: list[Ticket]) -> list[TicketView]:
     if tickets:
         for ticket_id, department in session.execute(
                 select(TicketAssignment.ticket_id, TicketAssignment.department)
-                .where(TicketAssignment.ticket_id.in_(calls), TicketAssignment.lead.is_(False))):
+                .where(TicketAssignment.ticket_id.in_(calls), TicketAssignment.lead.is_(False),
+                       TicketAssignment.ended_at.is_(None))):
             supporting[ticket_id].append(department)
         records = session.scalars(
             select(CallRecord).where(CallRecord.ticket_id.in_(calls)).order_by(CallRecord.started_at, CallRecord.id)

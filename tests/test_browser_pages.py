@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
@@ -36,7 +37,16 @@ def _log_in(browser, base: str, token: str, page: str) -> None:  # noqa: F811
 
 
 def _flash(browser, words: str) -> None:  # noqa: F811
-    wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), words))
+    """Wait for the next page's flash message. The page being left may still be read while it goes (its
+    flash of the previous move, then a node that no longer belongs to the document): read again then."""
+
+    def shown(driver) -> bool:
+        try:
+            return words in driver.find_element(By.CSS_SELECTOR, "p.flash").text
+        except WebDriverException:  # no flash yet, a stale node, a node of a document being replaced
+            return False
+
+    wait(browser).until(shown)
 
 
 def _into_view(browser, element) -> None:  # noqa: F811

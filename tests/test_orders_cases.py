@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import threading
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 
 from base.vocabulary import Role, TicketStatus
 from orders.cases import Actor, Casework, MoveFields
-from orders.departments import DepartmentStore
+from orders.departments import DepartmentError, DepartmentStore
 from orders.errors import InvalidMove, MoveNotAllowed, StaleTicket, TicketLifecycleError, TicketNotFound
 from orders.lifecycle import MOVES, Move
 from orders.models import TicketEvent
@@ -290,3 +291,54 @@ def test_any_sequence_of_moves_keeps_the_ticket_and_its_trail_consistent(work, s
         view = store.get(n)
         assert (view.status, view.version) == (status.value, version)
         assert len(work.events(n)) == trail
+
+
+def test_a_late_dispatch_counts_for_its_department_after_the_ticket_moves_on(work, store, clock):
+    n = queued(store, urgency="high")
+    v = work.apply(n, Move.register, AGENT, 1, dataclasses.replace(REGISTER, district=None))
+    v = work.apply(n, Move.dispatch, AGENT, v, MoveFields(lead="police"))
+    assert [w.department for w in work.scan_deadlines(clock.now + timedelta(minutes=31)) if w.overdue] == ["police"]
+    clock.now += timedelta(minutes=40)
+    v = work.apply(n, Move.return_, POLICE, v, MoveFields(reason="Not ours"))
+    v = work.apply(n, Move.dispatch, AGENT, v, MoveFields(lead="water"))
+    work.apply(n, Move.accept, WATER, v)
+    ranking = {r.department: (r.overdue_open, r.overdue_total, r.dispatched)
+               for r in work.overdue_ranking(clock.now - timedelta(days=1), clock.now + timedelta(days=1))}
+    assert ranking == {"police": (0, 1, 1)}  # water accepted in time; police's lateness stays police's
+    assert store.get(n).department == "water" and store.get(n).supporting == ()
+
+
+def test_department_parents_never_form_a_cycle_and_can_be_cleared(departments):
+    departments.create("longhua", "龙华区", "Longhua District")
+    departments.update("water", parent_code="longhua")
+    departments.update("longhua", parent_code="police")
+    for code, parent in (("police", "water"), ("police", "longhua"), ("water", "water")):
+        with pytest.raises(DepartmentError, match="ancestor"):
+            departments.update(code, parent_code=parent)
+    assert departments.update("water", parent_code="").parent_code is None
+    departments.update("police", parent_code="water")  # no cycle any more
+
+
+def test_no_log_line_carries_a_confidential_citizens_number(work, store, clock, caplog):
+    """The whole case, deadlines and ranking included, with every logger at DEBUG: the caller's number in
+    none of its forms."""
+    caplog.set_level(logging.DEBUG)
+    n = queued(store, urgency="high")
+    v = work.apply(n, Move.register, AGENT, 1, dataclasses.replace(REGISTER, confidential=True))
+    v = work.apply(n, Move.dispatch, AGENT, v, MoveFields(lead="water"))
+    with pytest.raises(StaleTicket):
+        work.apply(n, Move.accept, WATER, v - 1)
+    with pytest.raises(MoveNotAllowed):
+        work.apply(n, Move.accept, POLICE, v)
+    from types import SimpleNamespace
+
+    from hotline.worker import check_deadlines
+
+    assert check_deadlines(SimpleNamespace(casework=work), clock.now + timedelta(hours=1)) == 1  # logs the overdue
+    work.overdue_ranking(clock.now - timedelta(days=1))
+    v = work.apply(n, Move.accept, WATER, v)
+    work.apply(n, Move.reply, WATER, v, MoveFields(note="Called the citizen back through a virtual number"))
+    text = "\n".join(record.getMessage() + " " + str(record.__dict__) for record in caplog.records)
+    assert f"ticket {n} is overdue" in text  # the sweep reads what was logged
+    for form in ("+8613800138000", "8613800138000", "13800138000", "38000138", "138 0013 8000", "138-0013-8000"):
+        assert form not in text

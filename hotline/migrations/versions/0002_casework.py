@@ -65,10 +65,14 @@ def upgrade() -> None:
         sa.Column("ticket_id", sa.Integer(), sa.ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False),
         sa.Column("department", sa.String(50), nullable=False),
         sa.Column("lead", sa.Boolean(), nullable=False),
-        sa.UniqueConstraint("ticket_id", "department", name="uq_ticket_assignments"),
+        sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("overdue_since", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_ticket_assignments_ticket_id", "ticket_assignments", ["ticket_id"])
     op.create_index("ix_ticket_assignments_department_ticket", "ticket_assignments", ["department", "ticket_id"])
+    op.create_index("ix_ticket_assignments_lead_assigned_at", "ticket_assignments", ["lead", "assigned_at"])
+    op.create_index("ix_ticket_assignments_lead_overdue_since", "ticket_assignments", ["lead", "overdue_since"])
 
     op.create_table(
         "ticket_events",
