@@ -27,6 +27,7 @@ def _import_models() -> None:
     import web.tokens  # noqa: F401
     try:
         import orders.models  # noqa: F401
+        import virtual_numbers.models  # noqa: F401
     except ImportError:  # pragma: no cover - while orders is being written
         pass
 
