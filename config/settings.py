@@ -91,6 +91,10 @@ class Settings:
     deadline_warn_share: float = 0.8  # warn when this share of a deadline's time has passed
     deadline_check_seconds: float = 60.0  # how often the worker looks for tickets to warn about or mark overdue
 
+    virtual_numbers_secret: str = ""  # keys Redis' virtual-number lookups; "": one kept in data_dir (one host)
+    virtual_days_after_close: int = 7  # a binding ends this long after its ticket closed
+    virtual_extension_mode: bool = True  # when no virtual number fits a pair, bind with an extension
+
     rq_queue: str = "hotline"
     log_level: str = "INFO"
     log_format: str = "auto"  # "json", "text", or "auto": text on a terminal, JSON otherwise
@@ -109,6 +113,8 @@ class Settings:
             raise ConfigError("agi_max_sessions must be at least 1")
         if self.agi_read_timeout <= 0 or self.agi_session_timeout <= 0:
             raise ConfigError("agi_read_timeout and agi_session_timeout must be positive")
+        if not 0 <= self.virtual_days_after_close <= 365:
+            raise ConfigError(f"virtual_days_after_close must be from 0 to 365, got {self.virtual_days_after_close}")
         if not 1 <= self.urgent_accept_minutes <= 24 * 60:
             raise ConfigError(f"urgent_accept_minutes must be from 1 to 1440, got {self.urgent_accept_minutes}")
         if not 0 < self.deadline_warn_share < 1:
@@ -240,6 +246,15 @@ def _coerce(name: str, raw: Any, kind: Any) -> Any:
             raise ConfigError(f"setting {name} must be a number, got {raw!r}") from None
     if kind in (str, "str"):
         return str(raw)
+    if kind in (bool, "bool"):  # true/false in TOML; from the environment: 1/0, true/false, yes/no, on/off
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"setting {name} must be true or false, got {raw!r}")
     if str(kind).startswith("tuple"):  # a list from TOML, or "a, b" from the environment (split later)
         if isinstance(raw, str) or (isinstance(raw, list) and all(isinstance(v, str) for v in raw)):
             return raw

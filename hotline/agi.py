@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from agi_scripts.handlers.incoming import IncomingCall
+from agi_scripts.handlers.virtual import VirtualCall
 from agi_scripts.registry import HandlerRegistry
 from agi_scripts.server import FastAGIServer, ServerLimits
 from hotline.services import Services
@@ -29,6 +30,7 @@ def build_registry(services: Services) -> HandlerRegistry:
     """Every AGI handler by its request name (``agi://host/NAME``)."""
     registry = HandlerRegistry()
     registry.register("incoming", build_incoming(services))
+    registry.register("virtual", VirtualCall(broker=services.broker))
     return registry
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
+import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from rq import Queue
 from sqlalchemy.engine import Engine
@@ -21,6 +24,7 @@ from orders.store import TicketStore
 from orders.ticket_numbers import TicketNumberAllocator
 from orders.working_days import WorkingCalendar
 from orders.writer import TicketWriter, spool_path_for
+from virtual_numbers.broker import Broker
 
 _WRITES = metrics.counter("hotline_ticket_writes_total", "Ticket saves by how they were kept "
                           "(saved, spooled, deferred to RQ, lost)", ["how"])
@@ -59,6 +63,14 @@ class Services:
         return DepartmentStore(self.session_factory, region=self.settings.region)
 
     @functools.cached_property
+    def broker(self) -> Broker:
+        """The virtual-number broker: bindings in the database, their lookups in Redis."""
+        s = self.settings
+        return Broker(self.session_factory, self.redis, region=s.region, local_area_code=s.local_area_code or None,
+                      default_days_after_close=s.virtual_days_after_close, extension_mode=s.virtual_extension_mode,
+                      cache_secret=s.virtual_numbers_secret or _kept_secret(s.data_dir / "virtual-numbers-secret"))
+
+    @functools.cached_property
     def writer(self) -> TicketWriter:
         """The TicketWriter of this process: its store, the spool under its data dir, the RQ queue as the
         last resort (connected only if the disk ever refuses the spool). Start its replayer with
@@ -93,6 +105,22 @@ class Services:
         self.engine.dispose()
         if self._redis is not None:
             self._redis.connection_pool.disconnect()
+
+
+def _kept_secret(path: Path) -> bytes:
+    """A random secret kept in ``path`` (made on first use, mode 0600): the same for every process of a host."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+        return secret
 
 
 def build_services(settings: Settings, redis=None) -> Services:

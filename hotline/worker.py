@@ -6,6 +6,8 @@ with the scheduler, plus two housekeeping threads:
 * stale calls settled every ``stale_call_check_seconds``: tickets still ``in_ivr`` well past the longest AGI session
   (``agi_session_timeout`` + a margin) belong to a handler that died (its process was killed), and the
   dialplan's fallback queued their callers (TicketStore.settle_stale_calls);
+* virtual-number bindings of closed tickets shortened to closing + ``virtual_days_after_close``, and
+  expired ones ended (their numbers freed), every ``deadline_check_seconds``;
 * ticket deadlines checked every ``deadline_check_seconds`` (Casework.scan_deadlines): tickets near their
   deadline are warned about, those past it marked overdue and escalated (an audit event, a warning log
   line, the supervisors' board). The deadlines live in the database, not in scheduled jobs, so a worker
@@ -27,6 +29,7 @@ from config import Settings
 from hotline.services import build_services
 from jobs import tickets as ticket_jobs
 from orders.errors import StorageError
+from virtual_numbers.errors import BrokerError
 
 log = logging.getLogger("hotline.worker")
 
@@ -69,6 +72,21 @@ def check_deadlines(services, now: datetime | None = None) -> int:
     return len(notices)
 
 
+def end_virtual_bindings(services, now: datetime | None = None) -> int:
+    """One round of virtual-number upkeep: bindings of closed tickets shortened, expired ones ended (their
+    numbers freed); errors are logged, never raised."""
+    try:
+        shortened = services.broker.follow_closed_tickets()
+        ended = services.broker.expire_due(now)
+    except (StorageError, BrokerError) as exc:
+        log.warning("virtual-number bindings not checked now: %s", exc)
+        return 0
+    if shortened or ended:
+        log.info("virtual numbers: %d binding(s) of closed tickets shortened, %d expired and freed", shortened, ended,
+                 extra={"event": "virtual.bindings_ended", "shortened": shortened, "ended": ended})
+    return ended
+
+
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     services = build_services(settings)
     ticket_jobs.configure(services.tickets)
@@ -76,11 +94,13 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     writer.replay_spool()
     settle_stale_calls(services)
     check_deadlines(services)
+    end_virtual_bindings(services)
     stop = threading.Event()
     if not burst:
         services.start_replaying()
         for name, seconds, check in (("settle-stale-calls", settings.stale_call_check_seconds, settle_stale_calls),
-                                     ("check-deadlines", settings.deadline_check_seconds, check_deadlines)):
+                                     ("check-deadlines", settings.deadline_check_seconds, check_deadlines),
+                                     ("end-virtual-bindings", settings.deadline_check_seconds, end_virtual_bindings)):
             threading.Thread(target=_every, args=(services, seconds, check, stop), daemon=True, name=name).start()
     queue = Queue(settings.rq_queue, connection=services.redis)
     worker = SimpleWorker([queue], connection=services.redis)

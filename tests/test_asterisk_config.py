@@ -694,10 +694,27 @@ def test_incoming_context_takes_12345_and_the_legacy_numbers(dialplan):
 
 
 def test_flow_runs_the_incoming_fastagi_handler_with_the_host_from_globals(dialplan):
-    agi = [s for c, e, s in dialplan.steps() if s.app == "AGI"]
-    assert len(agi) == 1
-    assert re.fullmatch(r"agi://\$\{HOTLINE_AGI_HOST\}:\$\{HOTLINE_AGI_PORT\}/incoming", agi[0].args)
+    agi = {c: s for c, e, s in dialplan.steps() if s.app == "AGI"}
+    assert set(agi) == {"hotline-call", "hotline-virtual", "hotline-virtual-out"}
+    assert re.fullmatch(r"agi://\$\{HOTLINE_AGI_HOST\}:\$\{HOTLINE_AGI_PORT\}/incoming", agi["hotline-call"].args)
+    assert re.fullmatch(r"agi://\$\{HOTLINE_AGI_HOST\}:\$\{HOTLINE_AGI_PORT\}/virtual\?leg=out",
+                        agi["hotline-virtual-out"].args)
     assert dialplan.globals["HOTLINE_AGI_PORT"] == "4573"
+
+
+def test_virtual_numbers_never_connect_to_a_guess_and_hide_both_numbers(dialplan):
+    steps = [(e, s) for c, e, s in dialplan.steps() if c == "hotline-virtual"]
+    apps = [s.app for e, s in steps if e == "_X."]
+    # The dial comes only after the call id and the caller ID were checked; refusals and silence are
+    # announced, then hung up.
+    assert apps.index("Dial") > apps.index("AGI")
+    dial = next(s for e, s in steps if s.app == "Dial")
+    assert dial.args.startswith("Local/${VIRTUAL_CALL}@hotline-virtual-out/n")
+    texts = [s.args for e, s in steps]
+    assert "CALLERID(all)=${VIRTUAL_CALLERID}" in texts
+    assert "hotline/not-in-service" in texts and "hotline/virtual-unavailable" in texts
+    out = [s for c, e, s in dialplan.steps() if c == "hotline-virtual-out" and s.app == "Dial"]
+    assert len(out) == 1 and out[0].args.endswith(",I")  # no connected-line update shows the callee's number
     assert dialplan.globals["HOTLINE_AGI_HOST"]
 
 
