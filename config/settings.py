@@ -94,6 +94,9 @@ class Settings:
     virtual_numbers_secret: str = ""  # keys Redis' virtual-number lookups; "": one kept in data_dir (one host)
     virtual_days_after_close: int = 7  # a binding ends this long after its ticket closed
     virtual_extension_mode: bool = True  # when no virtual number fits a pair, bind with an extension
+    twilio_account_sid: str = ""  # Twilio's REST API for virtual-number calls ("": Twilio not used)
+    twilio_auth_token: str = ""  # also checks the X-Twilio-Signature of every webhook
+    twilio_webhook_base_url: str = ""  # the public https://host Twilio calls ("": the URL each request names)
 
     rq_queue: str = "hotline"
     log_level: str = "INFO"
@@ -224,6 +227,18 @@ def _check(s: Settings) -> None:
                               f"with a language among {', '.join(LANGUAGES)}")
         if not str(queue).strip():
             raise ConfigError(f"queue_routes[{key!r}] must name an Asterisk queue")
+    if bool(s.twilio_account_sid) != bool(s.twilio_auth_token):
+        raise ConfigError("twilio_account_sid and twilio_auth_token go together: set both, or neither")
+    sid = s.twilio_account_sid
+    if sid and not (len(sid) == 34 and sid.startswith("AC") and all(ch in "0123456789abcdefABCDEF" for ch in sid[2:])):
+        raise ConfigError("twilio_account_sid must be a Twilio account SID (AC followed by 32 hex digits)")
+    base = s.twilio_webhook_base_url
+    if base:
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError("twilio_webhook_base_url must be the public URL Twilio calls, e.g. "
+                              "https://hotline.example.gov (no query string)")
+        object.__setattr__(s, "twilio_webhook_base_url", base.rstrip("/"))
     if s.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), got {s.log_level!r}")
     object.__setattr__(s, "log_level", s.log_level.upper())

@@ -1,5 +1,5 @@
 """The ``hotline`` command: run the services, migrate the database, place a simulated call, manage tokens,
-departments and the dispatch catalogue."""
+departments, the dispatch catalogue and the pool of virtual numbers."""
 
 from __future__ import annotations
 
@@ -503,6 +503,73 @@ def departments_phone_remove(ctx, code, number) -> None:
     """Stop NUMBER calling citizens back for department CODE."""
     with _departments(ctx) as store:
         click.echo(_department_line(store.remove_phone(code, number)))
+
+
+# --- the pool of virtual numbers ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _pool(ctx: click.Context):
+    """The virtual-number broker for one pool command; its refusals are one line for the operator."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from virtual_numbers.broker import Broker
+    from virtual_numbers.errors import BrokerError
+
+    try:
+        with _services(_settings(ctx)) as services:
+            # The pool lives in the database alone: no Redis (nor the embedded one) is started for it.
+            yield Broker(services.session_factory, None, region=services.settings.region)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _number_line(view) -> str:
+    return "\t".join((view.number, view.state, f"{view.live_bindings} live binding(s)"))
+
+
+@main.group()
+def numbers() -> None:
+    """The pool of virtual numbers through which departments reach confidential citizens."""
+
+
+@numbers.command("add")
+@click.argument("number")
+@click.pass_context
+def numbers_add(ctx, number) -> None:
+    """Add NUMBER to the pool (or put a reserved or removed one back in service)."""
+    with _pool(ctx) as broker:
+        click.echo(_number_line(broker.add_number(number)))
+
+
+@numbers.command("reserve")
+@click.argument("number")
+@click.pass_context
+def numbers_reserve(ctx, number) -> None:
+    """Drain NUMBER: no new binding on it; its live bindings go on until they end."""
+    with _pool(ctx) as broker:
+        click.echo(_number_line(broker.reserve(number)))
+
+
+@numbers.command("remove")
+@click.argument("number")
+@click.pass_context
+def numbers_remove(ctx, number) -> None:
+    """Take NUMBER out of the pool (refused while it carries live bindings: reserve it first)."""
+    with _pool(ctx) as broker:
+        click.echo(_number_line(broker.remove(number)))
+
+
+@numbers.command("list")
+@click.option("--all", "include_removed", is_flag=True, help="Removed numbers too.")
+@click.pass_context
+def numbers_list(ctx, include_removed) -> None:
+    """List the pool (number, state, live bindings), then its figures."""
+    with _pool(ctx) as broker:
+        for view in broker.numbers(include_removed=include_removed):
+            click.echo(_number_line(view))
+        f = broker.figures()
+        click.echo(f"{f.active} active, {f.reserved} reserved, {f.in_use} in use, {f.free} free; "
+                   f"{f.live_bindings} live binding(s), {f.extension_bindings} by extension")
 
 
 @main.group()

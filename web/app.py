@@ -13,6 +13,7 @@ from web import cases, departments, health, openapi, tickets
 from web.auth import TokenAuthenticator
 from web.errors import endpoint_label, register_error_handlers
 from web import pages
+from web import virtual
 
 __all__ = ["create_app"]
 
@@ -91,4 +92,5 @@ def create_app(services, *, token_cache_ttl: float = 5.0) -> Flask:
     app.register_blueprint(cases.bp)
     app.register_blueprint(departments.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(virtual.bp)
     return app

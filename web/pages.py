@@ -49,9 +49,10 @@ from orders.models import Ticket
 from orders.store import database_errors
 from orders.views import MAX_LIMIT, TicketFilter, TicketView
 from web.auth import TokenIdentity, TokenStoreUnavailable
-from web.errors import endpoint_label
+from web.errors import ApiError, endpoint_label
 from web.i18n import DEFAULT, LANGUAGES, choose, translate, translator
 from web.tokens import ApiToken, Role, hash_token
+from web.virtual import desk_call, desk_panel
 
 __all__ = ["bp", "session_secret"]
 
@@ -459,6 +460,26 @@ def inbox_move(number: str, move: str):
     return _make_move(number, move, _department_ticket, url_for(".inbox_ticket", number=number))
 
 
+#: Refusals of "call the citizen" the page explains in words (others: virtual.problem.other).
+_VIRTUAL_PROBLEMS = frozenset({"no_caller_number", "pool_exhausted", "call_failed", "no_department_phone"})
+
+
+@bp.post("/desk/inbox/<number>/virtual-call")
+@desk(Role.department)
+def inbox_virtual_call(number: str):
+    """Reach the citizen through a virtual number: bind if need be, then (with Twilio) ring the desk."""
+    ticket = _own_ticket(number)
+    if ticket is None:
+        abort(404)
+    try:
+        done = desk_call(ticket, g.who.department, request.form.get("from_phone") or None)
+    except ApiError as exc:
+        key = exc.error if exc.error in _VIRTUAL_PROBLEMS else "other"
+        return _department_ticket(number, exc.status, {"key": f"virtual.problem.{key}", "detail": exc.message})
+    flash(done)
+    return redirect(url_for(".inbox_ticket", number=number))
+
+
 def _own_ticket(number: str) -> TicketView | None:
     ticket = _hotline_ticket(number)
     mine = g.who.department
@@ -480,6 +501,7 @@ def _department_ticket(number: str, status: int = 200, problem: dict | None = No
         problem = {**problem, "detail": scrub(problem.get("detail"))}
     now = datetime.now(timezone.utc)
     return _page("inbox_ticket.html", status, ticket=shown, caller=caller, now=now,
+                 virtual=desk_panel(ticket, g.who.department),
                  countdown=_countdown(shown.due_at, now) if shown.due_kind == "accept" else None,
                  events=[_event_row(e, scrub) for e in _services().casework.events(number)],
                  **_move_context(shown, moves, problem, lambda m: url_for(".inbox_move", number=number, move=m)))
