@@ -8,6 +8,8 @@ Each test gets its own PostgreSQL schema and its own Redis key prefix, so parall
 
 from __future__ import annotations
 
+import logging
+
 import os
 import uuid
 
@@ -89,3 +91,22 @@ def _no_log_redaction():
     uninstall_redaction()
     yield
     uninstall_redaction()
+
+
+@pytest.fixture
+def hotline_cli(tmp_path):
+    """Run ``hotline ...`` as an operator would, on the embedded default under a data dir of its own."""
+    from click.testing import CliRunner
+
+    from hotline.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    env = {"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_DATABASE_URL": "", "HOTLINE_REDIS_URL": "",
+           "HOTLINE_CONFIG": "", "HOTLINE_LOG_LEVEL": "WARNING"}
+
+    def invoke(*args):
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    yield invoke
+    root.handlers[:], root.level = handlers, level

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import pytest
 from click.testing import CliRunner
@@ -11,17 +10,8 @@ from hotline.cli import main
 
 
 @pytest.fixture
-def run(tmp_path):
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    env = {"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_DATABASE_URL": "", "HOTLINE_REDIS_URL": "",
-           "HOTLINE_CONFIG": "", "HOTLINE_LOG_LEVEL": "WARNING"}
-
-    def invoke(*args):
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-    yield invoke
-    root.handlers[:], root.level = handlers, level
+def run(hotline_cli):
+    return hotline_cli
 
 
 def test_tokens_are_created_listed_and_revoked(run):

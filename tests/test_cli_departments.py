@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import shlex
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from hotline.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "orders" / "catalogue.example.toml"
 
 
 @pytest.fixture
-def run(tmp_path):
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    env = {"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_DATABASE_URL": "", "HOTLINE_REDIS_URL": "",
-           "HOTLINE_CONFIG": "", "HOTLINE_LOG_LEVEL": "WARNING"}
-
-    def invoke(*args):
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-    assert invoke("db", "upgrade").exit_code == 0
-    yield invoke
-    root.handlers[:], root.level = handlers, level
+def run(hotline_cli):
+    assert hotline_cli("db", "upgrade").exit_code == 0
+    return hotline_cli
 
 
 def _refused(result, *words: str) -> None:

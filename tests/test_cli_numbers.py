@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 
 import pytest
-from click.testing import CliRunner
 
-from hotline.cli import main
 from tests.test_cli_departments import _refused
 from virtual_numbers.broker import Broker
 
@@ -15,18 +12,9 @@ X1, X2 = "+8675526660001", "+8675526660002"
 
 
 @pytest.fixture
-def run(tmp_path):
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    env = {"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_DATABASE_URL": "", "HOTLINE_REDIS_URL": "",
-           "HOTLINE_CONFIG": "", "HOTLINE_LOG_LEVEL": "WARNING"}
-
-    def invoke(*args):
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-    assert invoke("db", "upgrade").exit_code == 0
-    yield invoke
-    root.handlers[:], root.level = handlers, level
+def run(hotline_cli):
+    assert hotline_cli("db", "upgrade").exit_code == 0
+    return hotline_cli
 
 
 def _bind_one(tmp_path) -> None:
