@@ -75,6 +75,20 @@ def redis_conn():
 
 
 @pytest.fixture
+def redis_down():
+    """A client of a Redis that is not there, failing at once (no retries) to keep the tests quick."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from tests.servers import free_port
+
+    client = redis_lib.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
+                             retry=Retry(NoBackoff(), 0))
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def redis_prefix(redis_conn):
     prefix = "test:" + uuid.uuid4().hex[:10] + ":"
     yield prefix

@@ -15,7 +15,7 @@ from redis.retry import Retry
 from orders.errors import TicketNumberUnavailable
 from orders.models import TicketSequence
 from orders.ticket_numbers import KEY_TTL_SECONDS, TicketNumberAllocator, is_ticket_number
-from tests.orders_fixtures import closed_port, make_snapshot, store  # noqa: F401
+from tests.orders_fixtures import make_snapshot, store  # noqa: F401
 
 # 17:30 UTC on the 27th is 01:30 on the 28th in Shanghai: the day is the hotline's, not UTC's.
 NOW = datetime(2026, 11, 27, 17, 30, tzinfo=timezone.utc)
@@ -24,15 +24,6 @@ NOW = datetime(2026, 11, 27, 17, 30, tzinfo=timezone.utc)
 @pytest.fixture
 def allocator(redis_conn, redis_prefix, session_factory):
     return TicketNumberAllocator(redis_conn, session_factory, key_prefix=redis_prefix)
-
-
-@pytest.fixture
-def redis_down():
-    """A client of a Redis that is not there, failing at once (no retries) to keep the tests quick."""
-    client = redis_lib.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1, socket_timeout=1,
-                             retry=Retry(NoBackoff(), 0))
-    yield client
-    client.close()
 
 
 def test_sequential_numbers_of_the_local_day(allocator, redis_conn, redis_prefix):

@@ -12,9 +12,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import redis as redis_lib
-from redis.backoff import NoBackoff
-from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry, SimpleWorker
 from rq.job import JobStatus
 from sqlalchemy import func, select
@@ -28,7 +25,6 @@ from orders.store import TicketStore
 from orders.writer import BATCH_SIZE, TicketWriter, WriteOutcome
 from tests.orders_fixtures import (  # noqa: F401
     T0,
-    closed_port,
     make_snapshot,
     pg_proxy,
     postgres_only,
@@ -46,14 +42,6 @@ CALLER_DIGITS = "13800138000"
 def _reset_job_store():
     yield
     jobs.configure(None)
-
-
-@pytest.fixture
-def redis_down():
-    client = redis_lib.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1, socket_timeout=1,
-                             retry=RedisRetry(NoBackoff(), 0))
-    yield client
-    client.close()
 
 
 @pytest.fixture

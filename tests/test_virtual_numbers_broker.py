@@ -27,7 +27,7 @@ from base.db import make_engine, make_session_factory
 from orders.departments import DepartmentStore
 from orders.models import Ticket
 from orders.errors import StorageUnavailable
-from tests.orders_fixtures import TcpProxy, closed_port, postgres_only, unreachable_database_url
+from tests.orders_fixtures import TcpProxy, postgres_only, unreachable_database_url
 from virtual_numbers import bindings as bindings_module
 from virtual_numbers.lookups import cache_data
 from virtual_numbers.broker import Broker
@@ -91,14 +91,6 @@ def make_broker(session_factory, redis_conn, prefix, clock, **options) -> Broker
 @pytest.fixture
 def broker(world, redis_conn, redis_prefix, clock):
     return make_broker(world, redis_conn, redis_prefix, clock)
-
-
-@pytest.fixture
-def redis_down():
-    client = redis_lib.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
-                             retry=Retry(NoBackoff(), 0))
-    yield client
-    client.close()
 
 
 def live_parties(session_factory):
