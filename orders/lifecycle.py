@@ -173,11 +173,22 @@ def check_transition(old: TicketStatus | str, new: TicketStatus | str) -> Ticket
     return new_status
 
 
-def moves_from(status: TicketStatus | str, role: Role | str | None = None) -> list[Move]:
-    """The moves a ticket in ``status`` allows (to ``role``, if given), in the order of MOVES."""
+def moves_from(status: TicketStatus | str, role: Role | str | None = None, department: str | None = None,
+               lead: str | None = None, supporting: frozenset[str] | set[str] | tuple[str, ...] = ()) -> list[Move]:
+    """The moves a ticket in ``status`` allows (to ``role``, if given), in the order of MOVES. Given the
+    acting department or the ticket's lead, a department's moves are only those its place on the ticket
+    allows (``lead``, ``supporting``), as check_move decides."""
     status = _status(status)
+    role = Role(role) if role is not None else None
+    placed = role is Role.department and (department is not None or lead is not None)
     return [rule.move for rule in MOVES.values()
-            if status in rule.sources and (role is None or Role(role) in rule.roles)]
+            if status in rule.sources and (role is None or role in rule.roles)
+            and (not placed or _department_may(rule, department, lead, supporting))]
+
+
+def _department_may(rule: MoveRule, department: str | None, lead: str | None, supporting) -> bool:
+    mine = {lead} if rule.by == "lead" else {lead, *supporting}
+    return department is not None and department in mine
 
 
 def check_move(move: Move | str, status: TicketStatus | str, role: Role | str, department: str | None = None,
@@ -192,8 +203,7 @@ def check_move(move: Move | str, status: TicketStatus | str, role: Role | str, d
         raise MoveNotAllowed(f"{role.value} cannot {rule.move.value} a ticket "
                              f"(who can: {', '.join(sorted(r.value for r in rule.roles))})")
     if role is Role.department:
-        mine = {lead} if rule.by == "lead" else {lead, *supporting}
-        if department is None or department not in mine:
+        if not _department_may(rule, department, lead, supporting):
             raise MoveNotAllowed(f"only the ticket's {'lead' if rule.by == 'lead' else 'assigned'} department can "
                                  f"{rule.move.value} it")
     if status not in rule.sources:

@@ -44,13 +44,14 @@ from orders.caller import mask
 from orders.cases import Actor, EventView, MoveFields
 from orders.errors import (InvalidMove, MoveNotAllowed, StaleTicket, StorageError, StorageUnavailable,
                            TicketLifecycleError, TicketNotFound)
-from orders.lifecycle import CALL_PHASE, OPEN, PUBLIC_STATE, Move, TicketStatus, check_move, moves_from
+from orders.lifecycle import CALL_PHASE, OPEN, PUBLIC_STATE, Move, TicketStatus, moves_from
 from orders.models import Ticket
 from orders.store import database_errors
 from orders.views import MAX_LIMIT, TicketFilter, TicketView
 from web.auth import TokenIdentity, TokenStoreUnavailable
 from web.errors import ApiError, endpoint_label
 from web.i18n import DEFAULT, LANGUAGES, choose, translate, translator
+from web.tickets import visible_to
 from web.tokens import ApiToken, Role, hash_token
 from web.virtual import desk_call, desk_panel
 
@@ -482,8 +483,7 @@ def inbox_virtual_call(number: str):
 
 def _own_ticket(number: str) -> TicketView | None:
     ticket = _hotline_ticket(number)
-    mine = g.who.department
-    if ticket is None or not mine or (ticket.department != mine and mine not in ticket.supporting):
+    if ticket is None or g.who.role is not Role.department or not visible_to(ticket, g.who):
         return None
     return ticket
 
@@ -496,7 +496,8 @@ def _department_ticket(number: str, status: int = 200, problem: dict | None = No
     scrub = _scrubber(ticket)
     shown = _for_department(ticket)
     caller = None if ticket.confidential else _masked_caller(ticket)
-    moves = [m.value for m in moves_from(ticket.status, Role.department) if _may(m, ticket)]
+    moves = [m.value for m in moves_from(ticket.status, Role.department, g.who.department, ticket.department,
+                                         ticket.supporting)]
     if problem is not None:
         problem = {**problem, "detail": scrub(problem.get("detail"))}
     now = datetime.now(timezone.utc)
@@ -510,15 +511,6 @@ def _department_ticket(number: str, status: int = 200, problem: dict | None = No
 def _masked_caller(ticket: TicketView) -> str:
     masked = mask(ticket.caller_e164 or ticket.caller_raw)
     return _t(f"caller_kind.{masked}") if masked in ("withheld", "invalid") else masked
-
-
-def _may(move: Move, ticket: TicketView) -> bool:
-    try:
-        check_move(move, ticket.status, Role.department, g.who.department, ticket.department,
-                   frozenset(ticket.supporting))
-    except (MoveNotAllowed, TicketLifecycleError):
-        return False
-    return True
 
 
 def _caller_tails(ticket: TicketView) -> set[str]:
