@@ -6,6 +6,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from agi_scripts.handlers.agent import AgentPhone
 from agi_scripts.handlers.incoming import IncomingCall
 from agi_scripts.handlers.virtual import VirtualCall
 from agi_scripts.registry import HandlerRegistry
@@ -31,6 +32,7 @@ def build_registry(services: Services) -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.register("incoming", build_incoming(services))
     registry.register("virtual", VirtualCall(broker=services.broker))
+    registry.register("agent", AgentPhone(desk=services.desk, agents=services.agents))
     return registry
 
 

@@ -24,7 +24,14 @@ from orders.store import TicketStore
 from orders.ticket_numbers import TicketNumberAllocator
 from orders.working_days import WorkingCalendar
 from orders.writer import TicketWriter, spool_path_for
+from queues.agents import AgentStore
+from queues.callbacks import CallBackList
+from queues.control import NoQueueControl, QueueControl
+from queues.desk import AgentDesk
+from queues.presence import AgentPresence
 from virtual_numbers.broker import Broker
+
+REDIS_PREFIX = "hotline:"  # every Redis key of the hotline starts with it
 
 _WRITES = metrics.counter("hotline_ticket_writes_total", "Ticket saves by how they were kept "
                           "(saved, spooled, deferred to RQ, lost)", ["how"])
@@ -36,6 +43,7 @@ class Services:
     engine: Engine
     session_factory: sessionmaker
     _redis: object | None = field(default=None, repr=False)
+    _closing: list = field(default_factory=list, repr=False)  # what close() must also stop (AMI sessions)
 
     @property
     def redis(self):
@@ -92,6 +100,44 @@ class Services:
                                      local_dir=s.data_dir / "ticket-numbers", node_id=s.node_id,
                                      redis_pause=s.ticket_redis_pause)
 
+    @functools.cached_property
+    def agents(self) -> AgentStore:
+        """Agents: their phones, skills and the queues they serve."""
+        return AgentStore(self.session_factory)
+
+    @functools.cached_property
+    def presence(self) -> AgentPresence:
+        """Each agent's live state, as Asterisk's events tell it (kept in Redis)."""
+        return AgentPresence(self.redis, prefix=REDIS_PREFIX, wrap_up_seconds=self.settings.wrap_up_seconds)
+
+    @functools.cached_property
+    def queue_control(self) -> QueueControl:
+        """Asterisk's queues and dialler over an AMI session of this process (events off), opened on first
+        use; without ``ami_secret``, a stand-in that says no AMI link is configured."""
+        s = self.settings
+        if not s.ami_secret:
+            return NoQueueControl()
+        from ami.control import AmiQueueControl  # here: only a process that drives Asterisk opens a session
+        from ami.link import AmiLink
+
+        link = AmiLink(s.ami_host, s.ami_port, s.ami_username, s.ami_secret, events=False,
+                       action_timeout=s.ami_action_timeout, reconnect_max=s.ami_reconnect_max_seconds)
+        link.start()
+        self._closing.append(link.close)
+        return AmiQueueControl(link)
+
+    @functools.cached_property
+    def desk(self) -> AgentDesk:
+        """Agents' login, logout and pause, asked of Asterisk and confirmed by its events."""
+        return AgentDesk(self.agents, self.presence, self.queue_control)
+
+    @functools.cached_property
+    def call_backs(self) -> CallBackList:
+        """Missed calls to be called back by a free agent."""
+        s = self.settings
+        return CallBackList(self.session_factory, within=timedelta(minutes=s.callback_within_minutes),
+                            attempts=s.callback_attempts, region=s.region, local_area_code=s.local_area_code or None)
+
     def start_replaying(self) -> None:
         """Replay this process's ticket spool every few seconds (the spool's owner wherever tickets are
         written)."""
@@ -102,6 +148,8 @@ class Services:
         writer = self.__dict__.get("writer")
         if writer is not None:
             writer.close()
+        for close in reversed(self._closing):
+            close()
         self.engine.dispose()
         if self._redis is not None:
             self._redis.connection_pool.disconnect()

@@ -211,6 +211,20 @@ class Casework:
             ))
         return version + 1
 
+    def note_event(self, number: str, what: str, actor: str, details: dict[str, Any] | None = None) -> bool:
+        """Write an event into a ticket's history without moving it (a call-back rang, was answered...);
+        False when there is no such ticket (a missed call whose ticket never reached the database)."""
+        now = self._clock()
+        with database_errors(f"noting {what} on ticket {number}"), self._session_factory.begin() as session:
+            row = session.execute(select(Ticket.id, Ticket.status).where(Ticket.number == number)).one_or_none()
+            if row is None:
+                return False
+            session.add(TicketEvent(ticket_id=row.id, at=now, actor=actor[:100], role="system",
+                                    actor_department=None, move=what[:20], from_status=row.status,
+                                    to_status=row.status, reason=None, note=None,
+                                    details=json.dumps(details, ensure_ascii=False, sort_keys=True) if details else None))
+        return True
+
     def _effects(self, session: Session, ticket: Ticket, move: Move, fields: MoveFields, now: datetime,
                  values: dict[str, Any]) -> dict[str, Any]:
         """The columns ``move`` sets beside the status (into ``values``); returns the audit event's details."""

@@ -30,6 +30,8 @@ def _import_models() -> None:
     try:
         import orders.models  # noqa: F401
         import virtual_numbers.models  # noqa: F401
+        import queues.agents  # noqa: F401
+        import queues.callbacks  # noqa: F401
     except ImportError:  # pragma: no cover - while orders is being written
         pass
 

@@ -695,7 +695,7 @@ def test_incoming_context_takes_12345_and_the_legacy_numbers(dialplan):
 
 def test_flow_runs_the_incoming_fastagi_handler_with_the_host_from_globals(dialplan):
     agi = {c: s for c, e, s in dialplan.steps() if s.app == "AGI"}
-    assert set(agi) == {"hotline-call", "hotline-virtual", "hotline-virtual-out"}
+    assert set(agi) == {"hotline-call", "hotline-virtual", "hotline-virtual-out", "hotline-agents"}
     assert re.fullmatch(r"agi://\$\{HOTLINE_AGI_HOST\}:\$\{HOTLINE_AGI_PORT\}/incoming", agi["hotline-call"].args)
     assert re.fullmatch(r"agi://\$\{HOTLINE_AGI_HOST\}:\$\{HOTLINE_AGI_PORT\}/virtual\?leg=out",
                         agi["hotline-virtual-out"].args)
@@ -1021,7 +1021,7 @@ def test_hotline_ami_user_is_restricted(manager_conf):
     assert "CHANGE-ME" in user.values("secret")[0]
     read = set(user.values("read")[0].split(","))
     write = set(user.values("write")[0].split(","))
-    assert {"call", "agent"} <= read and "all" not in read
+    assert {"call", "agent", "user"} <= read and "all" not in read  # user: the call-back UserEvent
     assert {"agent", "originate"} <= write
     assert not write & {"all", "system", "command", "config"}
 

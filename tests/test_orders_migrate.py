@@ -10,11 +10,13 @@ from sqlalchemy import inspect, text
 import web.tokens  # noqa: F401 - the models the migrations must match
 import orders.models  # noqa: F401
 import virtual_numbers.models  # noqa: F401
+import queues.agents  # noqa: F401
+import queues.callbacks  # noqa: F401
 from hotline import migrate
 from base.db import Base, make_engine
 
 #: Tables the migrations own so far. A package that adds models adds its revision and its tables here.
-MIGRATED_TABLES = {"api_tokens", "tickets", "call_records", "ticket_sequences", "departments", "department_phones",
+MIGRATED_TABLES = {"agents", "agent_queues", "call_backs", "api_tokens", "tickets", "call_records", "ticket_sequences", "departments", "department_phones",
                    "ticket_assignments", "ticket_events", "dispatch_rules", "virtual_numbers", "bindings",
                    "binding_parties", "binding_extensions", "resolution_records"}
 
@@ -48,7 +50,7 @@ def table_names(database_url):
 def test_upgrade_builds_the_models_schema(database_url):
     assert migrate.current(database_url) is None
     migrate.upgrade(database_url)
-    assert migrate.current(database_url) == migrate.head() == "0003"
+    assert migrate.current(database_url) == migrate.head() == "0005"
     assert table_names(database_url) == MIGRATED_TABLES | {"alembic_version"}
     assert schema_differences(database_url) == []
 
@@ -64,7 +66,7 @@ def test_upgrade_twice_is_a_no_op(database_url):
             assert connection.execute(text("SELECT last_value FROM ticket_sequences")).scalar() == 7
     finally:
         engine.dispose()
-    assert migrate.current(database_url) == "0003"
+    assert migrate.current(database_url) == "0005"
     assert schema_differences(database_url) == []
 
 
@@ -90,7 +92,7 @@ def test_downgrade_to_base_and_back(database_url):
     assert schema_differences(database_url) == []
 
 
-@pytest.mark.parametrize("revision, current", [("0001", "0001"), ("head", "0003")])
+@pytest.mark.parametrize("revision, current", [("0001", "0001"), ("head", "0005")])
 def test_named_revisions(database_url, revision, current):
     migrate.upgrade(database_url, revision)
     assert migrate.current(database_url) == current

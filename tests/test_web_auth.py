@@ -80,13 +80,27 @@ def test_scheme_is_case_insensitive(probe_client, tokens):  # noqa: F811
 def test_staff_roles_pass_and_see_their_identity(probe_client, tokens, role):  # noqa: F811
     response = probe_client.get("/probe/staff", headers=bearer(tokens[role]))
     assert response.status_code == 200
-    assert response.json == {"name": f"test-{role}", "role": role, "department": None}
+    assert response.json == {"name": f"test-{role}", "role": role, "department": None, "agent": None}
 
 
 def test_department_token_carries_its_department(probe_client, tokens):  # noqa: F811
     response = probe_client.get("/probe/departments", headers=bearer(tokens["dept:water"]))
     assert response.status_code == 200
-    assert response.json == {"name": "test-dept-water", "role": "department", "department": "water"}
+    assert response.json == {"name": "test-dept-water", "role": "department", "department": "water", "agent": None}
+
+
+def test_an_agent_token_carries_its_agents_code(probe_client, session_factory):  # noqa: F811
+    token = create_token(session_factory, "li-desk", Role.agent, agent="1001")
+    response = probe_client.get("/probe/staff", headers=bearer(token))
+    assert response.json == {"name": "li-desk", "role": "agent", "department": None, "agent": "1001"}
+
+
+@pytest.mark.parametrize("role, agent, problem", [("supervisor", "1001", "only an agent token"),
+                                                  ("agent", "10 01", "1 to 20 letters or digits"),
+                                                  ("agent", "x" * 21, "1 to 20 letters or digits")])
+def test_only_agent_tokens_name_an_agent_and_only_a_well_formed_code(session_factory, role, agent, problem):
+    with pytest.raises(TokenError, match=problem):
+        create_token(session_factory, "t", Role(role), agent=agent)
 
 
 @pytest.mark.parametrize(

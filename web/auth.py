@@ -50,11 +50,13 @@ class TokenStoreUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class TokenIdentity:
-    """Who is calling the API: the token's name, role and (for a department token) department."""
+    """Who is calling the API: the token's name, role, (for a department token) department and (for an
+    agent's token) the agent's code, which ties the token to that agent's phone and queues."""
 
     name: str
     role: Role
     department: str | None = None
+    agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,13 @@ def _role(role: Role | str) -> Role:
         raise TokenError(f"unknown role {role!r}; expected one of {', '.join(r.value for r in Role)}") from None
 
 
-def create_token(session_factory, name: str, role: Role | str, department: str | None = None) -> str:
+def create_token(session_factory, name: str, role: Role | str, department: str | None = None,
+                 agent: str | None = None) -> str:
     """Store a new token and return it in clear: the only time it is ever shown.
 
-    A department token must name its department; other roles must not. Names are unique among active
-    tokens, so a token can be revoked by its name.
+    A department token must name its department; other roles must not. An agent token may name the
+    agent's code (its phone and queues); other roles must not. Names are unique among active tokens, so a
+    token can be revoked by its name.
     """
     role = _role(role)
     name = (name or "").strip()
@@ -101,6 +105,11 @@ def create_token(session_factory, name: str, role: Role | str, department: str |
             raise TokenError(f"a department name has at most {_NAME_MAX} characters")
     elif department is not None:
         raise TokenError(f"a {role.value} token sees every department; do not give it a department")
+    agent = agent.strip() if agent is not None else None
+    if agent is not None and role is not Role.agent:
+        raise TokenError("only an agent token names an agent")
+    if agent is not None and not (agent.isascii() and agent.isalnum() and 1 <= len(agent) <= 20):
+        raise TokenError("an agent code is 1 to 20 letters or digits")
 
     token = new_token()
     with session_factory.begin() as session:
@@ -109,7 +118,8 @@ def create_token(session_factory, name: str, role: Role | str, department: str |
         )
         if clash is not None:
             raise TokenError(f"an active token named {name!r} already exists; revoke it or pick another name")
-        session.add(ApiToken(name=name, role=role, department=department, token_hash=hash_token(token)))
+        session.add(ApiToken(name=name, role=role, department=department, agent=agent,
+                             token_hash=hash_token(token)))
     return token
 
 
@@ -167,7 +177,7 @@ class TokenAuthenticator:
         try:
             with self._session_factory() as session:
                 row = session.execute(
-                    select(ApiToken.name, ApiToken.role, ApiToken.department, ApiToken.revoked_at)
+                    select(ApiToken.name, ApiToken.role, ApiToken.department, ApiToken.agent, ApiToken.revoked_at)
                     .where(ApiToken.token_hash == digest)
                 ).first()
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
@@ -176,7 +186,7 @@ class TokenAuthenticator:
             with self._lock:
                 self._cache.pop(digest, None)
             return None
-        identity = TokenIdentity(row.name, Role(row.role), row.department)
+        identity = TokenIdentity(row.name, Role(row.role), row.department, row.agent)
         if self._ttl > 0:
             with self._lock:
                 if len(self._cache) >= self._max_entries:

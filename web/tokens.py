@@ -22,6 +22,7 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[Role] = mapped_column(Enum(Role, name="api_role", native_enum=False, length=20))
     department: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    agent: Mapped[str | None] = mapped_column(String(20), nullable=True)  # an agent token: the agent's code
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: datetime.now(timezone.utc))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -7,6 +7,8 @@ from alembic import context
 import web.tokens  # noqa: F401 - registers its tables on Base.metadata
 import orders.models  # noqa: F401
 import virtual_numbers.models  # noqa: F401
+import queues.agents  # noqa: F401
+import queues.callbacks  # noqa: F401
 from base.db import Base, make_engine
 
 config = context.config
