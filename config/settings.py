@@ -64,6 +64,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     web_threads: int = 8
+    web_live_streams: int = 64  # live pages (wallboards, agents' screens) served at once, beside web_threads
     web_max_body_bytes: int = 1024 * 1024  # larger request bodies are refused (413)
 
     menu: str = "default"  # a bundled menu name ("default", "no-menu") or a file path
@@ -224,7 +225,7 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"node_id must be a whole number from 0 to 99, got {s.node_id}")
     if s.agi_processes < 0:
         raise ConfigError(f"agi_processes must be 0 (one per CPU core) or more, got {s.agi_processes}")
-    for name in ("web_threads", "ticket_io_threads", "web_max_body_bytes"):
+    for name in ("web_threads", "ticket_io_threads", "web_max_body_bytes", "web_live_streams"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
     for name in ("database_connect_timeout", "database_pool_timeout", "ticket_spool_replay_seconds",

@@ -96,10 +96,13 @@ def serve(ctx: click.Context) -> None:
         if ctx.obj["config_file"]:
             env["HOTLINE_CONFIG"] = str(Path(ctx.obj["config_file"]).resolve())
         exe = [sys.executable, "-m", "hotline.cli"]
-        children = [CommandChild(name, exe + [name], env) for name in ("agi", "web", "worker")]
+        names = ("agi", "web", "worker") + (("ami",) if settings.ami_secret else ())
+        children = [CommandChild(name, exe + [name], env) for name in names]
+        ami = (f"AMI link to {settings.ami_host}:{settings.ami_port}" if settings.ami_secret
+               else "no AMI link (set ami_secret for agents, live queue figures and call-backs)")
         click.echo(f"hotline: FastAGI on {settings.agi_host}:{settings.agi_port}, web API on "
-                   f"http://{settings.web_host}:{settings.web_port}/, worker on queue '{settings.rq_queue}'. "
-                   f"Data in {settings.data_dir.resolve()}. Ctrl-C stops.", err=True)
+                   f"http://{settings.web_host}:{settings.web_port}/, worker on queue '{settings.rq_queue}', "
+                   f"{ami}. Data in {settings.data_dir.resolve()}. Ctrl-C stops.", err=True)
         code = Supervisor(children).run()
     if code:
         raise SystemExit(code)
@@ -217,13 +220,35 @@ def web(ctx: click.Context) -> None:
         try:
             # waitress's own body limit sits above ours, so an oversized body gets the API's JSON 413.
             server = waitress.create_server(create_app(services), host=settings.web_host, port=settings.web_port,
-                                            threads=settings.web_threads, ident="hotline",
+                                            threads=settings.web_threads + settings.web_live_streams, ident="hotline",
                                             max_request_body_size=2 * settings.web_max_body_bytes)
         except OSError as exc:
             raise StartupError(f"the web API cannot listen on {settings.web_host}:{settings.web_port}: "
                                f"{exc.strerror or exc}") from None
         server.print_listen("hotline web API on http://{}:{}/")
         server.run()
+
+
+@main.command("ami")
+@click.pass_context
+def ami_command(ctx: click.Context) -> None:
+    """Run the queue watch: Asterisk's AMI events into live queue figures, agents' states and call-backs."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from hotline.ami import run_queue_watch
+
+    settings = _settings(ctx)
+    if not settings.ami_secret:
+        raise click.ClickException("no AMI link configured: set ami_secret (and ami_host, ami_port, "
+                                   "ami_username) to the [hotline] user of asterisk/manager.conf")
+    stop = []
+
+    def _stop(*_):  # only a flag: a signal handler must not take locks (see hotline.supervisor)
+        stop.append(True)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with embedded_redis(settings) as settings, _services(settings) as services:
+        run_queue_watch(services, lambda: bool(stop))
 
 
 @main.command()
@@ -378,8 +403,9 @@ def token() -> None:
 @click.option("--name", required=True, help="Who or what uses the token.")
 @click.option("--role", required=True, type=click.Choice(["admin", "supervisor", "agent", "department"]))
 @click.option("--department", default=None, help="For department tokens: which department.")
+@click.option("--agent", default=None, help="For agent tokens: the agent's code (its phone and queues).")
 @click.pass_context
-def token_create(ctx, name, role, department) -> None:
+def token_create(ctx, name, role, department, agent) -> None:
     """Create a token and print it once (only its hash is stored)."""
     # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     from web.auth import TokenError, create_token
@@ -389,7 +415,7 @@ def token_create(ctx, name, role, department) -> None:
         with _services(_settings(ctx)) as services:
             if role == "department" and department:
                 _check_department(services, department.strip())
-            click.echo(create_token(services.session_factory, name, Role(role), department))
+            click.echo(create_token(services.session_factory, name, Role(role), department, agent))
     except TokenError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -11,7 +11,6 @@ order, interleaved with events, or by dropping the connection halfway through an
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -21,8 +20,7 @@ from typing import Callable, Iterable, Mapping
 CRLF = "\r\n"
 BANNER = "Asterisk Call Manager/9.0.0"
 _HERE = Path(__file__).resolve().parent
-FIXTURE_DIRS = [Path(p) for p in os.environ.get("HOTLINE_AMI_FIXTURES", "").split(os.pathsep) if p] + [
-    _HERE / "fixtures" / "asterisk"]
+FIXTURE_DIRS = [_HERE / "fixtures" / "asterisk"]
 
 Headers = Mapping[str, object] | Iterable[tuple[str, object]]
 
