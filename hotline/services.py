@@ -29,6 +29,7 @@ from queues.callbacks import CallBackList
 from queues.control import NoQueueControl, QueueControl
 from queues.desk import AgentDesk
 from queues.presence import AgentPresence
+from queues.statistics import QueueStatistics
 from virtual_numbers.broker import Broker
 
 REDIS_PREFIX = "hotline:"  # every Redis key of the hotline starts with it
@@ -109,6 +110,11 @@ class Services:
     def presence(self) -> AgentPresence:
         """Each agent's live state, as Asterisk's events tell it (kept in Redis)."""
         return AgentPresence(self.redis, prefix=REDIS_PREFIX, wrap_up_seconds=self.settings.wrap_up_seconds)
+
+    @functools.cached_property
+    def queue_statistics(self) -> QueueStatistics:
+        """The live queue figures (kept in Redis, fed by the queue watch)."""
+        return QueueStatistics.from_settings(self.redis, self.settings, prefix=REDIS_PREFIX)
 
     @functools.cached_property
     def queue_control(self) -> QueueControl:

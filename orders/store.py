@@ -229,6 +229,17 @@ class TicketStore:
                 if len(candidates) < _SETTLE_BATCH:
                     return settled
 
+    def caller_left_queue(self, number: str, at: datetime) -> bool:
+        """A caller hung up while waiting in a queue (Asterisk's QueueCallerAbandon): a ticket still
+        ``queued`` becomes ``abandoned_in_queue``. Its revision goes up, so an older snapshot of the call
+        replayed later (from a spool) cannot put it back to ``queued``. False when nothing changed."""
+        queued = TicketStatus.queued.value
+        with database_errors(f"marking ticket {number} abandoned in the queue"), self._session_factory.begin() as session:
+            return session.connection().execute(
+                _T.update().where(_T.c.number == number, _T.c.status == queued)
+                .values(status=TicketStatus.abandoned_in_queue.value, updated_at=at, revision=_T.c.revision + 1)
+            ).rowcount == 1
+
     # -- reading ---------------------------------------------------------------------------------
 
     def get(self, number: str) -> TicketView | None:
