@@ -694,12 +694,22 @@ def test_incoming_context_takes_12345_and_the_legacy_numbers(dialplan):
 
 
 def test_flow_runs_the_incoming_fastagi_handler_with_the_host_from_globals(dialplan):
-    agi = {c: s for c, e, s in dialplan.steps() if s.app == "AGI"}
+    agi = {c: s for c, e, s in dialplan.steps() if s.app == "AGI" and e != "h"}  # h: the receipts
     assert set(agi) == {"hotline-call", "hotline-virtual", "hotline-virtual-out", "hotline-agents"}
     assert re.fullmatch(r"agi://\$\{HOTLINE_AGI_HOST\}:\$\{HOTLINE_AGI_PORT\}/incoming", agi["hotline-call"].args)
     assert re.fullmatch(r"agi://\$\{HOTLINE_AGI_HOST\}:\$\{HOTLINE_AGI_PORT\}/virtual\?leg=out",
                         agi["hotline-virtual-out"].args)
     assert dialplan.globals["HOTLINE_AGI_PORT"] == "4573"
+
+
+def test_every_virtual_call_completes_its_receipt_once(dialplan):
+    """Incoming calls complete it in [hotline-virtual]'s h; calls placed from a department's page (their
+    originated channel runs [hotline-virtual-out] itself) in that context's h, and only those."""
+    for context in ("hotline-virtual", "hotline-virtual-out"):
+        h = [s for c, e, s in dialplan.steps() if c == context and e == "h"]
+        assert [s.args for s in h if s.app == "AGI"] == ["agi://${HOTLINE_AGI_HOST}:${HOTLINE_AGI_PORT}/virtual?leg=end"]
+    out_h = [s for c, e, s in dialplan.steps() if c == "hotline-virtual-out" and e == "h"]
+    assert out_h[0].app == "GotoIf" and "VIRTUAL_ORIGINATED" in out_h[0].args
 
 
 def test_virtual_numbers_never_connect_to_a_guess_and_hide_both_numbers(dialplan):

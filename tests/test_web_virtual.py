@@ -31,6 +31,7 @@ from orders.snapshot import TicketSnapshot
 from orders.store import TicketStore
 from tests.orders_fixtures import unreachable_database_url
 from tests.test_web_support import assert_matches_spec, bearer
+from queues.control import QueueControlError, QueueControlUnavailable
 from virtual_numbers.broker import Broker
 from web.app import create_app
 from web.auth import create_token
@@ -156,14 +157,18 @@ def ticket(services, number: str, caller: str | None, lead: str = "water", suppo
 
 @pytest.fixture
 def make_world(tmp_path, database_url, engine, session_factory, redis_conn, redis_prefix, fake_api):
-    def make(twilio: bool = True, base: str = BASE, tickets: bool = True, **broker_options) -> World:
+    def make(twilio: bool = True, base: str = BASE, tickets: bool = True, asterisk=None, **broker_options) -> World:
         overrides = {}
         if twilio:
             overrides = dict(twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_webhook_base_url=base)
+        if asterisk is not None:
+            overrides["ami_secret"] = "ami-secret"
         settings = load_settings(environ={}, data_dir=tmp_path, database_url=database_url, **overrides)
         services = Services(settings=settings, engine=engine, session_factory=session_factory, _redis=redis_conn)
         services.broker = Broker(session_factory, redis_conn, key_prefix=redis_prefix, region=settings.region,
                                  local_area_code=settings.local_area_code, **broker_options)
+        if asterisk is not None:
+            services.queue_control = asterisk
         app = create_app(services, token_cache_ttl=0)
         app.config["TWILIO_HTTP_CLIENT"] = LoopbackHttpClient(fake_api.url)
         made = {role: create_token(session_factory, f"t-{role}", role) for role in ("admin", "supervisor", "agent")}
@@ -604,6 +609,47 @@ def test_call_the_citizen_without_twilio_is_a_501_that_says_why(make_world):
     assert response.status_code == 501 and response.get_json()["error"] == "not_configured"
     assert "Twilio" in response.get_json()["message"] and "AMI" in response.get_json()["message"]
     assert_matches_spec(response, "/api/bindings/{binding_id}/call", "post")
+
+
+class Dialler:
+    """Records the Originates asked of Asterisk (the AMI side is tested in tests/test_ami_*.py)."""
+
+    def __init__(self, error=None):
+        self.calls, self.error = [], error
+
+    def originate(self, originate_id, channel, **kw):
+        if self.error:
+            raise self.error
+        self.calls.append({"originate_id": originate_id, "channel": channel, **kw})
+
+
+def test_call_the_citizen_through_asterisk_rings_the_department_first_and_sends_asterisk_no_real_number(make_world):
+    dialler = Dialler()
+    w = make_world(twilio=False, asterisk=dialler)
+    w.broker.add_number(X1)
+    binding = bind(w)
+    response = w.api("POST", f"/api/bindings/{binding['id']}/call", "water", json={"from_phone": W2})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert_matches_spec(response, "/api/bindings/{binding_id}/call", "post")
+    [placed] = dialler.calls
+    call_id = response.get_json()["call_id"]
+    assert placed["channel"] == f"Local/{W2}@hotline-virtual-ring"  # the department's phone rings first
+    assert (placed["context"], placed["exten"]) == ("hotline-virtual-out", call_id)
+    assert placed["caller_id"] == X1 and placed["variables"]["VIRTUAL_CALLERID"] == X1
+    sent = json.dumps(placed)
+    assert not any(form in sent for form in forms(CITIZEN))
+    # Only the outgoing leg ([hotline-virtual-out], agi ...?leg=out) learns whom to dial, as for any call.
+    assert w.services.broker.dial_target(call_id) == CITIZEN
+
+
+@pytest.mark.parametrize("error, status", [(QueueControlUnavailable("AMI link down"), 503),
+                                           (QueueControlError("Extension does not exist."), 502)])
+def test_call_the_citizen_when_asterisk_cannot_place_it_says_so(make_world, error, status):
+    w = make_world(twilio=False, asterisk=Dialler(error))
+    w.broker.add_number(X1)
+    binding = bind(w)
+    response = w.api("POST", f"/api/bindings/{binding['id']}/call", "water", json={})
+    assert response.status_code == status
 
 
 def test_an_outbound_answer_that_resolves_elsewhere_dials_nothing(w, fake_api):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import secrets
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
@@ -36,6 +37,7 @@ from orders.caller import mask, normalise_caller
 from orders.departments import DepartmentNotFound
 from orders.errors import StorageError
 from orders.views import TicketView
+from queues.control import QueueControlError, QueueControlUnavailable
 from virtual_numbers.errors import (BindingNotFound, BrokerError, InvalidParty, InvalidRequest, NumberInUse,
                                     PoolExhausted, ReceiptNotFound, UnknownNumber, UnknownTicket)
 from virtual_numbers.views import (CALL_RECORDED, DIRECTIONS, ENTER_EXTENSION, EXTENSION_REQUIRED, NOT_IN_SERVICE,
@@ -338,21 +340,31 @@ def department_phone(view: BindingView, asked: str | None) -> str:
     return phones[0]
 
 
-def require_twilio() -> None:
-    """501 when Twilio is not configured, saying what to do instead."""
-    if not twilio_configured():
-        raise ApiError(501, "not_configured", "placing calls needs Twilio (twilio_account_sid, twilio_auth_token); "
-                                              "without it, dial the virtual number from one of the department's "
-                                              "phones. Placing the call through Asterisk (AMI Originate) is not "
-                                              "built yet")
+def asterisk_configured() -> bool:
+    return bool(_services().settings.ami_secret)
+
+
+def can_place_calls() -> bool:
+    """Whether "call the citizen" can ring phones: through Twilio, or through Asterisk (AMI Originate)."""
+    return twilio_configured() or asterisk_configured()
+
+
+def require_a_dialler() -> None:
+    """501 when neither Twilio nor an AMI link is configured, saying what to do instead."""
+    if not can_place_calls():
+        raise ApiError(501, "not_configured", "placing calls needs Twilio (twilio_account_sid, twilio_auth_token) "
+                                              "or Asterisk's AMI (ami_secret); without them, dial the virtual "
+                                              "number from one of the department's phones")
 
 
 def place_department_call(view: BindingView, phone: str) -> str:
-    """Ring ``phone`` from the virtual number; when it answers, Twilio asks /twilio/voice/outbound, which
-    resolves the call like any other and rings the citizen into the same conference. Returns the call SID."""
-    require_twilio()
+    """Ring the department's ``phone`` first, then the citizen; both see only the virtual number. Twilio
+    when configured, else Asterisk. Returns the call's id (Twilio's call SID, or the broker's call id)."""
+    require_a_dialler()
     if not view.live:
         raise ApiError(409, "binding_ended", f"binding {view.id} has ended ({view.end_reason})")
+    if not twilio_configured():
+        return _originate_department_call(view, phone)
     query = {"extension": view.extension} if view.extension else {}
     try:
         call = _twilio().calls.create(to=phone, from_=view.virtual_number, method="POST",
@@ -368,6 +380,29 @@ def place_department_call(view: BindingView, phone: str) -> str:
     return call.sid
 
 
+def _originate_department_call(view: BindingView, phone: str) -> str:
+    """Asterisk: the call is resolved first, as if the department's phone had dialled the virtual number
+    (so the same rules, receipt and audit apply), then an AMI Originate rings that phone through
+    [hotline-virtual-ring] and, once it answers, sends it on to [hotline-virtual-out] with the call id,
+    whose leg alone learns the citizen's number. Nothing sent to Asterisk here carries it."""
+    call_id = f"{int(datetime.now(timezone.utc).timestamp())}.{secrets.randbelow(10 ** 9)}"
+    resolution = _broker().resolve(phone, view.virtual_number, view.extension, call_id)
+    if resolution.refused:
+        raise ApiError(409, "call_refused", f"the call was refused ({resolution.reason})")
+    try:
+        _services().queue_control.originate(
+            f"vn-{call_id}", f"Local/{phone}@hotline-virtual-ring", context="hotline-virtual-out", exten=call_id,
+            caller_id=resolution.caller_id, timeout_seconds=45,
+            variables={"VIRTUAL_CALLERID": resolution.caller_id, "VIRTUAL_CALL": call_id, "VIRTUAL_ORIGINATED": "1"})
+    except QueueControlUnavailable as exc:
+        raise ApiError(503, "asterisk_unavailable", f"Asterisk cannot be reached to place the call: {exc}") from None
+    except QueueControlError as exc:
+        raise ApiError(502, "call_failed", f"Asterisk did not place the call: {exc}") from None
+    log.info("virtual numbers: ringing department %s for binding %d through Asterisk (call %s)", view.department,
+             view.id, call_id, extra={"event": "virtual.call_placed"})
+    return call_id
+
+
 @bp.post("/api/bindings/<binding_id>/call")
 @require_roles(*STAFF, Role.department)
 def call_citizen(binding_id: str):
@@ -377,7 +412,7 @@ def call_citizen(binding_id: str):
     unknown = sorted(set(body) - {"from_phone"})
     if unknown or not isinstance(body.get("from_phone", ""), str):
         raise ApiError(400, "invalid_body", 'the body is {"from_phone": "<one of the department\'s phones>"} or {}')
-    require_twilio()
+    require_a_dialler()
     phone = department_phone(view, body.get("from_phone") or None)
     sid = place_department_call(view, phone)
     response = jsonify({"call_id": sid, "binding_id": view.id, "virtual_number": view.virtual_number,
@@ -387,11 +422,11 @@ def call_citizen(binding_id: str):
 
 
 def desk_call(ticket: TicketView, department: str, from_phone: str | None = None) -> str:
-    """The department page's button: bind if need be, then ring (with Twilio). Returns the i18n key of
-    what happened; refusals are ApiErrors."""
+    """The department page's button: bind if need be, then ring (Twilio or Asterisk). Returns the i18n key
+    of what happened; refusals are ApiErrors."""
     try:
         view, _ = bind_ticket(ticket, department)
-        if not twilio_configured():
+        if not can_place_calls():
             return "virtual.bound"
         place_department_call(view, department_phone(view, from_phone))
     except BrokerError as exc:
@@ -403,7 +438,7 @@ def desk_panel(ticket: TicketView, department: str) -> dict:
     """What the department page shows of the ticket's virtual number (never the citizen's number)."""
     try:
         phones = list(_services().departments.get(department).phones)
-        return {"binding": live_binding(ticket.number, department), "twilio": twilio_configured(),
+        return {"binding": live_binding(ticket.number, department), "can_call": can_place_calls(),
                 "can_bind": bool(ticket.caller_e164), "phones": phones, "unavailable": False}
     except (StorageError, DepartmentNotFound) as exc:
         log.error("virtual numbers: the department page cannot read bindings: %s", type(exc).__name__)
