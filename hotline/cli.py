@@ -625,3 +625,121 @@ def catalogue_list(ctx) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- agents ------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _agents(ctx: click.Context):
+    """The AgentStore for one command; its refusals are one line for the operator."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from queues.agents import AgentError
+
+    try:
+        with _services(_settings(ctx)) as services:
+            yield services.agents
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _agent_line(agent) -> str:
+    queues = ",".join(f"{q.queue}:{q.penalty}" for q in agent.queues) or "-"
+    return "\t".join((agent.code, agent.name, agent.interface, ",".join(agent.languages), queues,
+                      "active" if agent.active else "inactive"))
+
+
+def _served(specs: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``hotline-zh`` or ``hotline-zh:2`` (queue, penalty) options."""
+    served = []
+    for spec in specs:
+        queue, _, penalty = spec.partition(":")
+        if penalty and not penalty.isdigit():
+            raise click.BadParameter(f"{spec!r}: the penalty after ':' is a whole number", param_hint="--queue")
+        served.append((queue, int(penalty or 0)))
+    return served
+
+
+@main.group()
+def agents() -> None:
+    """Agents: their softphones, languages and the queues they serve (log in with *71 or the web page)."""
+
+
+@agents.command("add")
+@click.argument("code")
+@click.option("--name", required=True, help="The agent's name.")
+@click.option("--interface", required=True, help="The softphone's device, e.g. PJSIP/agent1001.")
+@click.option("--language", "languages", multiple=True, default=("zh-CN",), show_default=True,
+              help="A language the agent speaks (zh-CN, en); repeat for several.")
+@click.option("--queue", "queues", multiple=True, help="A queue served, with its penalty: hotline-zh or "
+                                                        "hotline-zh:2; repeat for several.")
+@click.pass_context
+def agents_add(ctx, code, name, interface, languages, queues) -> None:
+    """Add agent CODE (also its queue member name: queue_log and the wallboard show it)."""
+    with _agents(ctx) as store:
+        click.echo(_agent_line(store.add(code, name, interface, languages=languages, queues=_served(queues))))
+
+
+@agents.command("queues")
+@click.argument("code")
+@click.option("--queue", "queues", multiple=True, help="hotline-zh or hotline-zh:2; repeat. None: no queue.")
+@click.pass_context
+def agents_queues(ctx, code, queues) -> None:
+    """Set the queues agent CODE serves (they take effect at its next login)."""
+    with _agents(ctx) as store:
+        click.echo(_agent_line(store.set_queues(code, _served(queues))))
+
+
+@agents.command("list")
+@click.pass_context
+def agents_list(ctx) -> None:
+    """List agents: code, name, device, languages, queues:penalty, state (tab-separated)."""
+    with _agents(ctx) as store:
+        for agent in store.list():
+            click.echo(_agent_line(agent))
+
+
+@agents.command("retire")
+@click.argument("code")
+@click.pass_context
+def agents_retire(ctx, code) -> None:
+    """Stop agent CODE logging in (its history stays)."""
+    with _agents(ctx) as store:
+        click.echo(_agent_line(store.update(code, active=False)))
+
+
+# --- the live queue figures ----------------------------------------------------------------------
+
+
+@main.group("queue-stats")
+def queue_stats() -> None:
+    """The live queue figures kept in Redis."""
+
+
+@queue_stats.command("rebuild")
+@click.argument("queue_log", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def queue_stats_rebuild(ctx, queue_log) -> None:
+    """Rebuild the figures from Asterisk's QUEUE_LOG file (after Redis lost them): read it whole, replace
+    what Redis holds. Run it with the queue watch stopped, or it restarts the figures as events arrive."""
+    # lazy: a command loads only what it runs, so `hotline call` and --help start fast
+    from queues.queue_log import read_queue_log
+    from queues.statistics import rebuild
+
+    with embedded_redis(_settings(ctx)) as settings, _services(settings) as services:
+        reader = read_queue_log(queue_log)
+        events = rebuild(services.queue_statistics, reader)
+        click.echo(f"{events} events from {reader.lines} lines ({reader.skipped} malformed, skipped)")
+
+
+@queue_stats.command("show")
+@click.pass_context
+def queue_stats_show(ctx) -> None:
+    """Print today's figures per queue and for the whole hotline (tab-separated)."""
+    with embedded_redis(_settings(ctx)) as settings, _services(settings) as services:
+        for queue, figures in services.queue_statistics.all_figures().items():
+            d = figures.as_dict()
+            level = "-" if d["service_level"] is None else f"{d['service_level']:.0%}"
+            click.echo("\t".join((queue or "(hotline)", f"waiting {d['waiting']}", f"offered {d['offered']}",
+                                  f"answered {d['answered']}", f"abandoned {d['abandoned']}",
+                                  f"in {settings.stats_service_seconds} s {level}")))
