@@ -25,7 +25,7 @@ from hotline.services import REDIS_PREFIX, Services
 from orders.errors import StorageError
 from queues.agents import AgentStoreUnavailable
 from queues.callbacks import CallBackNote, FreeAgent
-from queues.events import CallBackDialled, CallerAbandoned, OriginateResult
+from queues.events import CallAnswered, CallBackDialled, CallerAbandoned, CallerGaveUp, OriginateResult
 
 log = logging.getLogger("hotline.ami")
 
@@ -48,7 +48,7 @@ class QueueWatch:
         self._translator = EventTranslator(clock=clock)
         self._inbox: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
         self._stop = threading.Event()
-        self._retry_abandons: list[CallerAbandoned] = []
+        self._retry_abandons: list[CallerAbandoned | CallerGaveUp] = []
         self._first_mark = True  # the first alive mark of this process is not a loss
         self.link = link_factory(s.ami_host, s.ami_port, s.ami_username, s.ami_secret, events=True,
                                  action_timeout=s.ami_action_timeout, reconnect_max=s.ami_reconnect_max_seconds,
@@ -90,17 +90,19 @@ class QueueWatch:
             except Exception as exc:
                 _DROPPED.labels("presence").inc()
                 log.warning("agent state not updated for %s: %s", type(event).__name__, exc)
-            if isinstance(event, CallerAbandoned):
-                self._record_abandon(event)
+            if isinstance(event, (CallerAbandoned, CallerGaveUp)):
+                self._record_missed(event)
+            elif isinstance(event, CallAnswered):
+                self._call_backs("answered_after_all", event)
             elif isinstance(event, OriginateResult):
                 self._note(self._call_backs("on_originate", event))
             elif isinstance(event, CallBackDialled):
                 self._note(self._call_backs("on_dialled", event))
 
-    def _record_abandon(self, event: CallerAbandoned) -> None:
+    def _record_missed(self, event: CallerAbandoned | CallerGaveUp) -> None:
         try:
-            self.services.call_backs.record_abandon(event)
-            if event.ticket:
+            self.services.call_backs.record_missed(event)
+            if event.ticket and isinstance(event, CallerAbandoned):
                 self.services.tickets.caller_left_queue(event.ticket, datetime.fromtimestamp(event.at, timezone.utc))
         except StorageError as exc:  # kept here and tried again each round until the database is back
             log.warning("missed call kept in memory until the database answers: %s", exc)
@@ -155,7 +157,7 @@ class QueueWatch:
         are offered to free agents."""
         pending, self._retry_abandons = self._retry_abandons, []
         for event in pending:
-            self._record_abandon(event)
+            self._record_missed(event)
         s = self.services.settings
         try:
             notes = self.services.call_backs.offer_due(self.free_agents(), self.control,

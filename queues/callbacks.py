@@ -1,6 +1,7 @@
 """Missed calls are called back (State Council guidance, 2025): the call-back list and its rules.
 
-A caller who hangs up while waiting goes on the list. When an agent is free, the hotline rings the agent's
+A caller who hangs up while waiting goes on the list, and so does one the queue let go unanswered (its
+timeout: the dialplan then overflows it to the general queue, and an answer there takes it off again). When an agent is free, the hotline rings the agent's
 phone first and, once the agent answers, the citizen (an Originate into ``callback_context``, whose dialplan
 reports how the citizen's leg went with a UserEvent). A citizen who does not answer is tried again later, up
 to ``attempts`` times. The list lives in the database: a restart of any process, of Redis or of Asterisk
@@ -27,7 +28,7 @@ from orders.caller import SERVICE, WITHHELD, INVALID, mask, normalise_caller
 from orders.models import UTCDateTime
 from orders.store import database_errors
 from queues.control import QueueControl, QueueControlError
-from queues.events import CallBackDialled, CallerAbandoned, OriginateResult
+from queues.events import CallAnswered, CallBackDialled, CallerAbandoned, CallerGaveUp, OriginateResult
 
 log = logging.getLogger("hotline.callbacks")
 
@@ -109,26 +110,31 @@ class CallBackList:
                  attempts: int = 3, retry_after: timedelta = timedelta(minutes=5),
                  agent_retry_after: timedelta = timedelta(seconds=30),
                  offer_timeout: timedelta = timedelta(minutes=2), dial_timeout: timedelta = timedelta(hours=1),
+                 gave_up_grace: timedelta = timedelta(minutes=1),
                  region: str = "CN", local_area_code: str | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self._session_factory = session_factory
         self.within, self.attempts, self.retry_after = within, attempts, retry_after
         self.agent_retry_after, self.offer_timeout, self.dial_timeout = agent_retry_after, offer_timeout, dial_timeout
+        self.gave_up_grace = gave_up_grace
         self._region, self._area = region, local_area_code
         self._clock = clock
 
     # --- from the queue's events -------------------------------------------------------------------------
 
-    def record_abandon(self, event: CallerAbandoned) -> bool:
-        """Put an abandoned caller on the list (once per call id); False when it was there already."""
+    def record_missed(self, event: CallerAbandoned | CallerGaveUp) -> bool:
+        """Put a missed call on the list (once per call id): a caller who hung up waiting, or one who left
+        a queue unanswered (timed out: the dialplan may still overflow it to another queue, so it is due
+        only after ``gave_up_grace``, and an answer there takes it off). False when it was there already."""
         number = normalise_caller(event.caller, self._region, self._area)
         usable = number.kind not in (WITHHELD, INVALID, SERVICE)
         at = datetime.fromtimestamp(event.at, timezone.utc)
         now = self._clock()
+        first_try = at + (self.gave_up_grace if isinstance(event, CallerGaveUp) else timedelta(0))
         row = CallBack(call_id=event.call_id[:64], queue=event.queue[:64], caller=number.raw if usable else "",
                        ticket=(event.ticket or None) and event.ticket[:32], abandoned_at=at,
                        due_at=at + self.within, state=WAITING if usable else NO_NUMBER, attempts=0,
-                       next_try_at=at, updated_at=now)
+                       next_try_at=first_try, updated_at=now)
         try:
             with database_errors("recording a missed call"), self._session_factory.begin() as session:
                 if session.scalar(select(CallBack.id).where(CallBack.call_id == row.call_id)) is not None:
@@ -139,6 +145,15 @@ class CallBackList:
         log.info("missed call from %s in %s put on the call-back list", mask(number), event.queue,
                  extra={"event": "callback.added", "queue": event.queue, "ticket": event.ticket or None})
         return True
+
+    def answered_after_all(self, event: CallAnswered) -> bool:
+        """A call that left one queue unanswered was answered in another (the dialplan's overflow): it
+        needs no call-back any more. True when one was taken off the list."""
+        now = self._clock()
+        with database_errors("taking an answered call off the call-back list"), self._session_factory.begin() as session:
+            return session.execute(update(CallBack).where(CallBack.call_id == event.call_id[:64],
+                                                          CallBack.state == WAITING)
+                                   .values(state=DONE, outcome="answered_in_queue", updated_at=now)).rowcount == 1
 
     def on_originate(self, event: OriginateResult) -> CallBackNote | None:
         """The agent's leg: answered, the citizen is being dialled; not answered, another agent later."""

@@ -8,7 +8,7 @@ import pytest
 
 from queues.callbacks import (DIALLING, DONE, GIVEN_UP, NO_NUMBER, OFFERING, WAITING, CallBackList, FreeAgent)
 from queues.control import QueueControlUnavailable
-from queues.events import CallBackDialled, CallerAbandoned, OriginateResult
+from queues.events import CallAnswered, CallBackDialled, CallerAbandoned, CallerGaveUp, OriginateResult
 
 T0 = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
 NUMBER = "13812345678"
@@ -57,8 +57,8 @@ def offer(calls, control, agents=(AGENT,)):
 
 
 def test_an_abandoned_caller_is_recorded_once_and_listed_masked(calls):
-    assert calls.record_abandon(abandon()) is True
-    assert calls.record_abandon(abandon()) is False  # the same call seen again (reconnect, replay)
+    assert calls.record_missed(abandon()) is True
+    assert calls.record_missed(abandon()) is False  # the same call seen again (reconnect, replay)
     [view] = calls.listing()
     assert view.state == WAITING and view.ticket == "2026112800007"
     assert NUMBER not in str(view.as_dict()) and view.caller.endswith("5678")
@@ -67,7 +67,7 @@ def test_an_abandoned_caller_is_recorded_once_and_listed_masked(calls):
 
 @pytest.mark.parametrize("caller", ["", "anonymous", "<unknown>", "12345", "not a number"])
 def test_a_caller_without_a_usable_number_is_kept_but_never_dialled(calls, caller):
-    calls.record_abandon(abandon(caller=caller))
+    calls.record_missed(abandon(caller=caller))
     control = Control()
     assert offer(calls, control) == []
     assert control.calls == []
@@ -76,7 +76,7 @@ def test_a_caller_without_a_usable_number_is_kept_but_never_dialled(calls, calle
 
 
 def test_the_agent_of_the_callers_queue_is_rung_first_with_the_ticket_on_the_call(calls):
-    calls.record_abandon(abandon())
+    calls.record_missed(abandon())
     control = Control()
     [note] = offer(calls, control, agents=(OTHER, AGENT))
     originate_id, channel, kw = control.calls[0]
@@ -88,9 +88,9 @@ def test_the_agent_of_the_callers_queue_is_rung_first_with_the_ticket_on_the_cal
 
 
 def test_each_free_agent_gets_one_offer_and_the_oldest_missed_call_goes_first(calls):
-    calls.record_abandon(abandon("b", at=T0 - timedelta(minutes=1)))
-    calls.record_abandon(abandon("a", at=T0 - timedelta(minutes=5)))
-    calls.record_abandon(abandon("c", at=T0))
+    calls.record_missed(abandon("b", at=T0 - timedelta(minutes=1)))
+    calls.record_missed(abandon("a", at=T0 - timedelta(minutes=5)))
+    calls.record_missed(abandon("c", at=T0))
     control = Control()
     offer(calls, control, agents=(AGENT, OTHER))
     assert len(control.calls) == 2
@@ -99,7 +99,7 @@ def test_each_free_agent_gets_one_offer_and_the_oldest_missed_call_goes_first(ca
 
 
 def test_agent_answers_then_citizen_answers_is_done(calls):
-    calls.record_abandon(abandon())
+    calls.record_missed(abandon())
     control = Control()
     offer(calls, control)
     originate_id = control.calls[0][0]
@@ -112,7 +112,7 @@ def test_agent_answers_then_citizen_answers_is_done(calls):
 
 
 def test_an_agent_who_does_not_answer_does_not_use_up_the_citizens_attempts(calls, clock):
-    calls.record_abandon(abandon())
+    calls.record_missed(abandon())
     control = Control()
     offer(calls, control)
     note = calls.on_originate(OriginateResult(T0.timestamp(), control.calls[0][0], answered=False, reason=3))
@@ -125,7 +125,7 @@ def test_an_agent_who_does_not_answer_does_not_use_up_the_citizens_attempts(call
 
 
 def test_a_citizen_who_does_not_answer_is_tried_again_then_given_up(calls, clock):
-    calls.record_abandon(abandon())
+    calls.record_missed(abandon())
     control = Control()
     for attempt, expected in ((1, "not_answered"), (2, "given_up")):
         offer(calls, control)
@@ -143,7 +143,7 @@ def test_a_result_for_an_unknown_or_finished_call_back_is_ignored(calls):
 
 
 def test_asterisk_unreachable_leaves_the_call_back_waiting(calls, clock):
-    calls.record_abandon(abandon())
+    calls.record_missed(abandon())
     assert offer(calls, Control(fail=True)) == []
     assert calls.listing()[0].state == WAITING
     clock.now += timedelta(minutes=1)
@@ -151,17 +151,29 @@ def test_asterisk_unreachable_leaves_the_call_back_waiting(calls, clock):
 
 
 def test_an_offer_whose_result_never_came_goes_back_to_waiting(calls, clock):
-    calls.record_abandon(abandon())
+    calls.record_missed(abandon())
     offer(calls, Control())
     clock.now += calls.offer_timeout + timedelta(seconds=1)
     assert calls.reclaim_stuck() == 1
     assert calls.listing()[0].state == WAITING and calls.listing()[0].outcome == "no_result"
 
 
+def test_a_caller_the_queue_let_go_is_due_after_a_grace_and_off_the_list_once_answered_elsewhere(calls, clock):
+    gave_up = CallerGaveUp(T0.timestamp(), "urgent-zh", "1795846800.1", 120.0, "timeout", NUMBER, "2026112800008")
+    assert calls.record_missed(gave_up) is True
+    assert offer(calls, Control()) == []  # the dialplan may be overflowing it to hotline-zh right now
+    assert calls.answered_after_all(CallAnswered(T0.timestamp() + 20, "hotline-zh", "1795846800.1", "1001", 140))
+    clock.now += timedelta(minutes=2)
+    assert offer(calls, Control()) == [] and calls.listing(states=[DONE])[0].outcome == "answered_in_queue"
+    other = CallerGaveUp(T0.timestamp(), "hotline-zh", "1795846800.2", 600.0, "timeout", NUMBER)
+    calls.record_missed(other)  # the general queue's timeout: the caller heard the apology
+    assert len(offer(calls, Control())) == 1
+
+
 def test_two_processes_never_offer_one_call_back_twice(session_factory, clock):
     first, second = (CallBackList(session_factory, clock=clock) for _ in range(2))
-    first.record_abandon(abandon())
-    assert second.record_abandon(abandon()) is False
+    first.record_missed(abandon())
+    assert second.record_missed(abandon()) is False
     control = Control()
     offer(first, control)
     offer(second, control)
