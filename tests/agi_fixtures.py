@@ -46,3 +46,24 @@ def load_sessions(name: str) -> list[RecordedSession]:
     if current.env or current.exchange:
         sessions.append(current)
     return sessions
+
+
+def handler_servers():
+    """The body of a fixture: ``start(name, handler)`` serves one handler on a free loopback port and
+    returns its address; every server started is shut down at the end."""
+    from agi_scripts.registry import HandlerRegistry  # here: the transcript readers above need no server code
+    from agi_scripts.server import FastAGIServer
+
+    servers = []
+
+    def start(name: str, handler) -> tuple[str, int]:
+        registry = HandlerRegistry()
+        registry.register(name, handler)
+        server = FastAGIServer(registry, "127.0.0.1", 0)
+        server.start()
+        servers.append(server)
+        return server.address
+
+    yield start
+    for server in servers:
+        server.shutdown(grace=5)

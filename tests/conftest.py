@@ -126,3 +126,12 @@ def hotline_cli(tmp_path):
 
     yield invoke
     root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def agi_handler_server():
+    """``start(name, handler)``: a FastAGI server for one handler on a free loopback port; its address.
+    Every server started is shut down at the end of the test."""
+    from tests.agi_fixtures import handler_servers  # here: conftest must import nothing heavy before collection
+
+    yield from handler_servers()

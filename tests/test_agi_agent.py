@@ -8,8 +8,6 @@ import logging
 import pytest
 
 from agi_scripts.handlers.agent import LOGGED_IN_PAUSED, PROMPTS, AgentPhone, interface_of
-from agi_scripts.registry import HandlerRegistry
-from agi_scripts.server import FastAGIServer
 from agi_scripts.simulator import Caller, SimulatedChannel, place_call
 from base.db import make_engine, make_session_factory
 from ivr.menu import load_menu
@@ -40,20 +38,9 @@ def presence(redis_conn, redis_prefix):
 
 
 @pytest.fixture
-def serve():
-    servers = []
-
-    def start(agents_, presence_, control) -> tuple[str, int]:
-        registry = HandlerRegistry()
-        registry.register("agent", AgentPhone(desk=AgentDesk(agents_, presence_, control), agents=agents_))
-        server = FastAGIServer(registry, "127.0.0.1", 0)
-        server.start()
-        servers.append(server)
-        return server.address
-
-    yield start
-    for server in servers:
-        server.shutdown(grace=5)
+def serve(agi_handler_server):
+    return lambda agents_, presence_, control: agi_handler_server(
+        "agent", AgentPhone(desk=AgentDesk(agents_, presence_, control), agents=agents_))
 
 
 def dial(address, dialled: str, channel: str = f"{PHONE}-0000000a", arg: str | None = None,

@@ -8,8 +8,6 @@ import logging
 import pytest
 
 from agi_scripts.handlers.virtual import VirtualCall
-from agi_scripts.registry import HandlerRegistry
-from agi_scripts.server import FastAGIServer
 from agi_scripts.simulator import Caller, SimulatedChannel, place_call
 from base.db import make_engine, make_session_factory
 from tests.orders_fixtures import unreachable_database_url
@@ -36,20 +34,8 @@ def forms(e164: str) -> list[str]:
 
 
 @pytest.fixture
-def serve():
-    servers = []
-
-    def start(broker_: Broker) -> tuple[str, int]:
-        registry = HandlerRegistry()
-        registry.register("virtual", VirtualCall(broker=broker_))
-        server = FastAGIServer(registry, "127.0.0.1", 0)
-        server.start()
-        servers.append(server)
-        return server.address
-
-    yield start
-    for server in servers:
-        server.shutdown(grace=5)
+def serve(agi_handler_server):
+    return lambda broker_: agi_handler_server("virtual", VirtualCall(broker=broker_))
 
 
 def dial(address, caller: str, dialled: str, uniqueid: str, keys=(), script="virtual", variables=None):
