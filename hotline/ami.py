@@ -84,16 +84,17 @@ class QueueWatch:
         except Exception as exc:
             _DROPPED.labels("statistics").inc()
             log.warning("queue figures not updated for %d event(s): %s", len(events), exc)
+        try:
+            presence.apply_many(events)
+        except Exception as exc:
+            _DROPPED.labels("presence").inc()
+            log.warning("agents' states not updated for %d event(s): %s", len(events), exc)
+        answered = [e for e in events if isinstance(e, CallAnswered)]
+        if answered:
+            self._call_backs("answered_after_all", answered)
         for event in events:
-            try:
-                presence.apply(event)
-            except Exception as exc:
-                _DROPPED.labels("presence").inc()
-                log.warning("agent state not updated for %s: %s", type(event).__name__, exc)
             if isinstance(event, (CallerAbandoned, CallerGaveUp)):
                 self._record_missed(event)
-            elif isinstance(event, CallAnswered):
-                self._call_backs("answered_after_all", event)
             elif isinstance(event, OriginateResult):
                 self._note(self._call_backs("on_originate", event))
             elif isinstance(event, CallBackDialled):

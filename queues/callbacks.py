@@ -146,14 +146,16 @@ class CallBackList:
                  extra={"event": "callback.added", "queue": event.queue, "ticket": event.ticket or None})
         return True
 
-    def answered_after_all(self, event: CallAnswered) -> bool:
-        """A call that left one queue unanswered was answered in another (the dialplan's overflow): it
-        needs no call-back any more. True when one was taken off the list."""
+    def answered_after_all(self, events: Iterable[CallAnswered]) -> int:
+        """Calls that left one queue unanswered were answered in another (the dialplan's overflow): they
+        need no call-back any more. One statement for a batch of answers; returns how many came off."""
+        call_ids = sorted({e.call_id[:64] for e in events})
+        if not call_ids:
+            return 0
         now = self._clock()
-        with database_errors("taking an answered call off the call-back list"), self._session_factory.begin() as session:
-            return session.execute(update(CallBack).where(CallBack.call_id == event.call_id[:64],
-                                                          CallBack.state == WAITING)
-                                   .values(state=DONE, outcome="answered_in_queue", updated_at=now)).rowcount == 1
+        with database_errors("taking answered calls off the call-back list"), self._session_factory.begin() as session:
+            return session.execute(update(CallBack).where(CallBack.call_id.in_(call_ids), CallBack.state == WAITING)
+                                   .values(state=DONE, outcome="answered_in_queue", updated_at=now)).rowcount
 
     def on_originate(self, event: OriginateResult) -> CallBackNote | None:
         """The agent's leg: answered, the citizen is being dialled; not answered, another agent later."""

@@ -151,15 +151,86 @@ class AgentPresence:
     def apply(self, event) -> None:
         """Take one queue event into account; events of other kinds, and surprises (a call of an agent never
         seen, the removal of a member never added), change nothing they should not."""
-        if isinstance(event, ev.QueueSnapshot):
-            self._snapshot(event)
+        self.apply_many((event,))
+
+    def apply_many(self, events) -> None:
+        """Take events into account in order, as ``apply`` would one by one, with a few Redis round trips
+        per batch instead of several per event (the queue watch hands over what has arrived)."""
+        chunk = []
+        for event in events:
+            if isinstance(event, ev.QueueSnapshot):  # rare (a reconnect): on its own, between the others
+                self._apply_batch(chunk)
+                chunk = []
+                self._snapshot(event)
+            elif type(event) in _CHANGES:
+                chunk.append(event)
+        self._apply_batch(chunk)
+
+    def _apply_batch(self, events: list) -> None:
+        if not events:
             return
-        change = _CHANGES.get(type(event))
-        if change is None:
+        asked = sorted({e.interface for e in events if not getattr(e, "agent", "") and getattr(e, "interface", "")})
+        known = dict(zip(asked, self._redis.hmget(self._interfaces, asked))) if asked else {}
+        pairs = []
+        for event in events:  # a member added in this batch names its device for the events after it
+            interface = getattr(event, "interface", "")
+            if getattr(event, "agent", ""):
+                code = event.agent
+                if interface:
+                    known[interface] = code
+            elif interface:
+                code = known.get(interface)
+                code = code.decode() if isinstance(code, bytes) else (code or interface)  # MemberName's default
+            else:
+                continue
+            pairs.append((event, code))
+        if not pairs:
             return
-        code = self._code_of(event)
-        if code:
-            self._update(code, event.at, lambda record: change(record, event))
+        codes = sorted({code for _, code in pairs})
+        keys = [self._key(code) for code in codes]
+        with self._redis.pipeline() as pipe:
+            for _ in range(_MAX_TRIES):
+                try:
+                    pipe.watch(*keys)
+                    records = {code: _load(raw) for code, raw in zip(codes, pipe.mget(keys))}
+                    changed, messages = set(), []
+                    for event, code in pairs:
+                        record = records[code]
+                        before = self._view(code, record, event.at)
+                        if not _CHANGES[type(event)](record, event):
+                            continue
+                        after = self._settle(code, record, before, event.at)
+                        changed.add(code)
+                        if after.message() != before.message():
+                            messages.append((code, after.message()))
+                    if not changed:
+                        pipe.unwatch()
+                        return
+                    pipe.multi()
+                    for code in sorted(changed):
+                        record = records[code]
+                        pipe.set(self._key(code), json.dumps(record, separators=(",", ":")))
+                        pipe.sadd(self._codes, code)
+                        if record["interface"]:
+                            pipe.hset(self._interfaces, record["interface"], code)
+                    pipe.execute()
+                    break
+                except redis.WatchError:  # another process changed one of these agents meanwhile: read again
+                    continue
+            else:
+                raise redis.WatchError(f"agents' presence kept changing under {_MAX_TRIES} tries")
+        self._publish(messages)
+
+    def _publish(self, messages: list[tuple[str, dict]]) -> None:
+        """Every change in order: the screen pop must see an answered call even if it ended in the batch."""
+        if not messages:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            for code, message in messages:
+                text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+                pipe.publish(f"{self.prefix}agent:{code}", text)
+                pipe.publish(f"{self.prefix}agents", text)
+            pipe.execute()
 
     def _snapshot(self, snapshot: ev.QueueSnapshot) -> None:
         members = {}
@@ -209,11 +280,7 @@ class AgentPresence:
                 raise redis.WatchError(f"agent {code}'s presence kept changing under {_MAX_TRIES} tries")
         message = after.message()
         if message != before.message():
-            text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-            with self._redis.pipeline(transaction=False) as pipe:
-                pipe.publish(f"{self.prefix}agent:{code}", text)
-                pipe.publish(f"{self.prefix}agents", text)
-                pipe.execute()
+            self._publish([(code, message)])
 
     def _settle(self, code: str, record: dict, before: AgentState, at: float) -> AgentState:
         """Note when the state changed (``since``), so a read later gives the same answer."""

@@ -502,6 +502,44 @@ def test_random_event_sequences_never_crash_and_keep_the_counts_consistent(redis
             redis_conn.delete(key)
 
 
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(st.tuples(_EVENT, st.floats(0, 30)), max_size=30), cuts=st.lists(st.integers(0, 30)),
+       wrap_up=st.sampled_from([0, 20]))
+def test_a_batch_leaves_the_same_states_and_messages_as_its_events_one_by_one(redis_conn, events, cuts, wrap_up):
+    prefixes = [f"test:{uuid.uuid4().hex[:10]}:" for _ in range(2)]
+    one, batched = (AgentPresence(redis_conn, prefix=p, wrap_up_seconds=wrap_up) for p in prefixes)
+    pubsub = redis_conn.pubsub()
+    pubsub.psubscribe(*(p + "agent:*" for p in prefixes))
+    for _ in prefixes:  # the subscriptions are confirmed before anything is published
+        assert pubsub.get_message(timeout=2)["type"] == "psubscribe"
+    stamped, at = [], T0
+    for event, gap in events:
+        at += gap
+        stamped.append(_stamped(event, at))
+    try:
+        for event in stamped:
+            one.apply(event)
+        bounds = sorted({0, len(stamped), *(c for c in cuts if c <= len(stamped))})
+        for start, end in zip(bounds, bounds[1:]):
+            batched.apply_many(stamped[start:end])
+        for now in (at, at + 25):
+            assert ([dataclasses.astuple(s) for s in one.all_states(now=now)]
+                    == [dataclasses.astuple(s) for s in batched.all_states(now=now)])
+        got = {p: [] for p in prefixes}
+        while (message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+            channel = message["channel"].decode()
+            prefix = next(p for p in prefixes if channel.startswith(p))
+            got[prefix].append((channel[len(prefix):], json.loads(message["data"])))
+        assert got[prefixes[0]] == got[prefixes[1]]  # every change, in order: the screen pop misses none
+        assert len(got[prefixes[0]]) >= sum(isinstance(e, ev.CallAnswered) for e in stamped) > 0 or not any(
+            isinstance(e, ev.CallAnswered) for e in stamped)
+    finally:
+        pubsub.close()
+        for prefix in prefixes:
+            for key in redis_conn.scan_iter(prefix + "*"):
+                redis_conn.delete(key)
+
+
 # -- the desk ----------------------------------------------------------------------------------------
 
 
