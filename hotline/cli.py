@@ -214,19 +214,23 @@ def web(ctx: click.Context) -> None:
     """Run the web API alone (waitress)."""
     # lazy: a command loads only what it runs, so `hotline call` and --help start fast
     import waitress
-    from web.app import create_app
+    from web.app import create_app, shutdown
 
     with _stop_on_sigterm(), embedded_redis(_settings(ctx)) as settings, _services(settings) as services:
+        app = create_app(services)
         try:
             # waitress's own body limit sits above ours, so an oversized body gets the API's JSON 413.
-            server = waitress.create_server(create_app(services), host=settings.web_host, port=settings.web_port,
+            server = waitress.create_server(app, host=settings.web_host, port=settings.web_port,
                                             threads=settings.web_threads + settings.web_live_streams, ident="hotline",
                                             max_request_body_size=2 * settings.web_max_body_bytes)
         except OSError as exc:
             raise StartupError(f"the web API cannot listen on {settings.web_host}:{settings.web_port}: "
                                f"{exc.strerror or exc}") from None
         server.print_listen("hotline web API on http://{}:{}/")
-        server.run()
+        try:
+            server.run()
+        finally:
+            shutdown(app)  # ends the live streams and their Redis listener
 
 
 @main.command("ami")

@@ -276,7 +276,7 @@ class QueueStatistics:
             raise ValueError(f"unknown time zone {timezone!r} (an IANA name such as Asia/Shanghai)") from None
         self._redis = redis
         self._keys = _Keys(prefix)
-        self._channel = f"{prefix}changed"
+        self.channel = f"{prefix}changed"  # each batch's summary is published here (the live wallboard)
         self._service_ms = service_seconds * 1000
         self._short_ms = short_abandon_seconds * 1000
         self._kept = abandoned_kept
@@ -344,7 +344,7 @@ class QueueStatistics:
             self._take(write, batch, e, replies[i:i + n])
             i += n
         batch.write(write, self._kept)
-        write.publish(self._channel, json.dumps({"queues": sorted({e.queue for e in events}), "events": len(events)}))
+        write.publish(self.channel, json.dumps({"queues": sorted({e.queue for e in events}), "events": len(events)}))
         write.execute()
         _APPLIED.inc(len(events))
         return len(events)

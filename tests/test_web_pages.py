@@ -650,7 +650,8 @@ def test_static_files_come_from_the_blueprint(client, name, mimetypes):  # noqa:
 def test_templates_and_static_files_ship_with_the_package():
     setup = (Path(pages.__file__).parent.parent / "setup.cfg").read_text(encoding="utf-8")
     assert re.search(r"^web = openapi.yaml, templates/\*.html, static/\*$", setup, re.M)
-    assert sorted(p.name for p in (TEMPLATES.parent / "static").iterdir()) == ["countdown.js", "desk.css"]
+    assert sorted(p.name for p in (TEMPLATES.parent / "static").iterdir()) == [
+        "agent.js", "countdown.js", "desk.css", "wallboard.js"]
 
 
 def test_the_api_still_answers_json(client):  # noqa: F811

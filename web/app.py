@@ -13,9 +13,11 @@ from web import cases, departments, health, openapi, tickets
 from web.auth import TokenAuthenticator
 from web.errors import endpoint_label, register_error_handlers
 from web import pages
+from web import queues
 from web import virtual
+from web.wallboard import watch_queue_metrics
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "shutdown"]
 
 log = logging.getLogger(__name__)
 
@@ -93,4 +95,11 @@ def create_app(services, *, token_cache_ttl: float = 5.0) -> Flask:
     app.register_blueprint(departments.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(virtual.bp)
+    app.register_blueprint(queues.bp)
+    watch_queue_metrics(services)  # the live queue figures, read from Redis at each scrape of /metrics
     return app
+
+
+def shutdown(app: Flask) -> None:
+    """End the app's live streams and their Redis listener; call it when the server stops."""
+    queues.close_live(app)

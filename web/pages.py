@@ -9,6 +9,11 @@
   never sees a confidential citizen's number, and sees any other caller's only masked (it calls back
   through a virtual number); another department's ticket answers 404, like an absent one.
 * ``/desk/board`` (supervisors): urgent tickets' accept countdown, overdue tickets, lateness ranking.
+* ``/desk/wallboard`` (supervisors): the live queue figures (web.wallboard), kept up to date by
+  ``static/wallboard.js`` from ``/api/queues/stream``; without JavaScript, the figures as of the page load.
+* The agent's panel (on every page of an agent whose token names its agent code): its state, log in, log
+  out, pause with a reason, unpause (``/desk/agent/<action>``), and the screen pop: ``static/agent.js``
+  listens to ``/api/agents/me/stream`` and opens the ticket of a call that connects to the agent.
 
 Every POST carries the session's CSRF token (400 without it); every move form carries the ticket version
 it was rendered with, so a move on a ticket someone else changed meanwhile is refused (orders.cases).
@@ -35,6 +40,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import phonenumbers
+import redis
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 from sqlalchemy import select
@@ -48,12 +54,17 @@ from orders.lifecycle import CALL_PHASE, OPEN, PUBLIC_STATE, Move, TicketStatus,
 from orders.models import Ticket
 from orders.store import database_errors
 from orders.views import MAX_LIMIT, TicketFilter, TicketView
+from queues.agents import (PAUSE_REASONS, AgentError, AgentInactive, AgentNotFound, AgentStoreUnavailable,
+                           InvalidAgent, InvalidPauseReason, known_pause_reason)
+from queues.control import QueueControlError, QueueControlUnavailable
+from queues.presence import AgentStatus
 from web.auth import TokenIdentity, TokenStoreUnavailable
 from web.errors import ApiError, endpoint_label
-from web.i18n import DEFAULT, LANGUAGES, choose, translate, translator
+from web.i18n import DEFAULT, LANGUAGES, STRINGS, choose, translate, translator
 from web.tickets import visible_to
 from web.tokens import ApiToken, Role, hash_token
 from web.virtual import desk_call, desk_panel
+from web.wallboard import queues_document
 
 __all__ = ["bp", "session_secret"]
 
@@ -167,7 +178,7 @@ def _services():
     return current_app.extensions["hotline"]
 
 
-def _who() -> TokenIdentity | None:
+def desk_identity() -> TokenIdentity | None:
     """The person of this session, or None (no session, expired, or its token revoked since)."""
     desk = session.get("desk")
     if not isinstance(desk, dict):
@@ -177,14 +188,14 @@ def _who() -> TokenIdentity | None:
     if not isinstance(began, (int, float)) or not isinstance(digest, str) or not now - SESSION_SECONDS < began <= now:
         session.pop("desk", None)
         return None
-    query = select(ApiToken.name, ApiToken.role, ApiToken.department).where(
+    query = select(ApiToken.name, ApiToken.role, ApiToken.department, ApiToken.agent).where(
         ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
     with database_errors("checking a desk session"), _services().session_factory() as db:
         row = db.execute(query).first()
     if row is None:
         session.pop("desk", None)
         return None
-    return TokenIdentity(row.name, Role(row.role), row.department)
+    return TokenIdentity(row.name, Role(row.role), row.department, row.agent)
 
 
 def desk(*roles: Role):
@@ -194,7 +205,7 @@ def desk(*roles: Role):
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            who = _who()
+            who = desk_identity()
             if who is None:
                 asked = request.full_path.rstrip("?") if request.method == "GET" else None
                 return redirect(url_for(".login", next=asked))
@@ -279,7 +290,76 @@ def _template_words() -> dict:
         "when": _when,
         "dept_name": _dept_name,
         "public_label": _public_label,
+        "duration": _duration,
+        "percent": _percent,
+        "clock": _clock,
+        "seconds_between": _seconds_between,
+        "reason_label": _reason_label,
+        "caller_label": _caller_label,
+        "agent_panel": _agent_panel(),
+        "states": [s.value for s in AgentStatus],
     }
+
+
+def _duration(seconds: float | None) -> str:
+    """A wait or handle time as m:ss (h:mm:ss past an hour); the none mark when there is none."""
+    if seconds is None:
+        return _t("value.none")
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _percent(ratio: float | None) -> str:
+    return _t("value.none") if ratio is None else f"{ratio * 100:.1f}%"
+
+
+def _clock(value: str | float | None) -> str:
+    """An API time (ISO, UTC) or a Unix time as Beijing wall-clock time."""
+    if value is None or value == "":
+        return _t("value.none")
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        moment = datetime.fromtimestamp(value, timezone.utc)
+    return moment.astimezone(BEIJING).strftime("%H:%M:%S")
+
+
+def _seconds_between(earlier: str | None, later: str) -> float | None:
+    """Seconds from one API time to another (time in a state as of the document's time)."""
+    if not earlier:
+        return None
+    parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
+    return max(0.0, (parse(later) - parse(earlier)).total_seconds())
+
+
+def _reason_label(reason: str) -> str:
+    """A pause reason in the page's language: a listed one by its label, free text as typed."""
+    known = known_pause_reason(reason)
+    return known.label(g.get("lang", DEFAULT)) if known else reason
+
+
+def _caller_label(masked: str) -> str:
+    return _t(f"caller_kind.{masked}") if masked in ("withheld", "invalid") else masked
+
+
+def _agent_panel() -> dict | None:
+    """What the agent's panel shows (an agent whose token names its agent code), read once per request."""
+    who = g.get("who")
+    if who is None or who.role is not Role.agent or not who.agent:
+        return None
+    if "agent_panel" not in g:
+        try:
+            state = _services().presence.state(who.agent)
+        except redis.RedisError:
+            state = None  # the panel says the state is unknown; its buttons still work
+        lang = g.get("lang", DEFAULT)
+        words = {f"state.{s.value}": _t(f"agent_state.{s.value}") for s in AgentStatus}
+        words |= {f"reason.{r.key}": r.label(lang) for r in PAUSE_REASONS}
+        words |= {key: _t(f"agent.{key}") for key in ("since", "pop", "unknown", "on_call")}
+        g.agent_panel = {"code": who.agent, "state": state, "call": state.call.call_id if state and state.call else "",
+                         "reasons": [(r.key, r.label(lang)) for r in PAUSE_REASONS], "words": words}
+    return g.agent_panel
 
 
 def _page(template: str, code: int = 200, /, **context):
@@ -317,7 +397,7 @@ def _storage_error(exc: Exception):
 @bp.get("/")
 def home():
     """Each role's desk; the login page for a stranger."""
-    who = _who()
+    who = desk_identity()
     if who is None:
         return redirect(url_for(".login"))
     g.who = who
@@ -331,7 +411,7 @@ def login():
     """A token field; the token is checked by the app's TokenAuthenticator and never shown back."""
     next_page = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        who = _who()
+        who = desk_identity()
         if who is not None:
             return redirect(next_page or _home_for(who))
         return _page("login.html", next_page=next_page)
@@ -352,7 +432,7 @@ def login():
 def logout():
     """GET asks to confirm (a link cannot log anyone out); POST ends the session."""
     if request.method == "GET":
-        who = _who()
+        who = desk_identity()
         if who is None:
             return redirect(url_for(".login"))
         g.who = who
@@ -725,3 +805,65 @@ def board():
                  overdue=overdue_open(services.session_factory),
                  ranking=services.casework.overdue_ranking(now - timedelta(days=RANKING_DAYS), now),
                  minutes=services.settings.urgent_accept_minutes)
+
+
+# --- supervisors: the wallboard --------------------------------------------------------------------------
+
+@bp.get("/desk/wallboard")
+@desk(Role.supervisor)
+def wallboard():
+    """The queues live: figures per queue and for the hotline, agents by state, abandoned callers, call-backs,
+    and the staffing Erlang C says the load needs."""
+    try:
+        document = queues_document(_services())
+    except redis.RedisError as exc:
+        log.error("wallboard: Redis failed (%s)", type(exc).__name__)
+        return _page("error.html", 503, code=503, message=_t("wall.unavailable"))
+    except AgentStoreUnavailable as exc:
+        log.error("wallboard: %s", exc)
+        return _page("error.html", 503, code=503, message=_t("error.503"))
+    words = {key: _t(key) for key in STRINGS[DEFAULT] if key.startswith(("wall.", "agent_state.", "call_back."))}
+    words |= {key: _t(key) for key in ("caller_kind.withheld", "caller_kind.invalid", "value.none")}
+    words |= {f"reason.{r.key}": r.label(g.lang) for r in PAUSE_REASONS}
+    return _page("wallboard.html", doc=document, words=words)
+
+
+# --- agents: their own state -----------------------------------------------------------------------------
+
+AGENT_ACTIONS = ("login", "logout", "pause", "unpause")
+
+
+@bp.post("/desk/agent/<action>")
+@desk(Role.agent)
+def agent_action(action: str):
+    """Log in, log out, pause (with a reason) or unpause the agent of this session; back to the page it was on,
+    saying what was asked of Asterisk (the state shows Asterisk's answer when it comes)."""
+    code = g.who.agent
+    if action not in AGENT_ACTIONS:
+        abort(404)
+    if not code:
+        abort(403)
+    back = _safe_next(request.form.get("next")) or url_for(".tickets")
+    agent_desk = _services().desk
+    try:
+        if action == "pause":
+            agent_desk.pause(code, request.form.get("reason", ""))
+        else:
+            getattr(agent_desk, action)(code)
+    except QueueControlUnavailable as exc:
+        log.warning("agent %s %s from the desk: %s", code, action, exc)
+        flash("agent.problem.unavailable", "problem")
+    except QueueControlError as exc:
+        log.warning("agent %s %s from the desk refused: %s", code, action, exc)
+        flash("agent.problem.refused", "problem")
+    except InvalidPauseReason:
+        flash("agent.problem.reason", "problem")
+    except (AgentNotFound, AgentInactive, InvalidAgent) as exc:
+        log.warning("agent %s %s from the desk: %s", code, action, exc)
+        flash("agent.problem.not_ready", "problem")
+    except AgentError as exc:  # the agents' database failed
+        log.error("agent %s %s from the desk: %s", code, action, exc)
+        flash("agent.problem.unavailable", "problem")
+    else:
+        flash(f"agent.asked.{action}")
+    return redirect(back)
