@@ -16,11 +16,12 @@ from web.auth import require_roles
 from web.errors import ApiError
 from web.tickets import (
     ALL_ROLES,
-    caller_digit_forms,
+    caller_scrubber,
     etag,
     iso,
+    keep,
     private_answer,
-    scrub,
+    Scrubber,
     storage_error,
     ticket_json,
     visible_ticket,
@@ -155,7 +156,7 @@ def _moved(number: str):
 
 # --- reading -----------------------------------------------------------------------------------------
 
-def _event_json(event: EventView, forms: list[str]) -> dict:
+def _event_json(event: EventView, scrub: Scrubber) -> dict:
     return {
         "at": iso(event.at),
         "actor": event.actor,
@@ -164,9 +165,9 @@ def _event_json(event: EventView, forms: list[str]) -> dict:
         "move": event.move,
         "from_status": event.from_status,
         "to_status": event.to_status,
-        "reason": scrub(event.reason, forms),
-        "note": scrub(event.note, forms),
-        "details": {key: scrub(value, forms) if isinstance(value, str) else value
+        "reason": scrub(event.reason),
+        "note": scrub(event.note),
+        "details": {key: scrub(value) if isinstance(value, str) else value
                     for key, value in event.details.items()},
     }
 
@@ -181,8 +182,8 @@ def list_events(number: str):
     except TicketNotFound:
         raise ApiError(404, "ticket_not_found", "no ticket has that number") from None
     # What agents typed into a note can hold the citizen's number: a department never reads it.
-    forms = caller_digit_forms(view) if _for_department() and view.confidential else []
-    return jsonify({"number": number, "items": [_event_json(event, forms) for event in events]})
+    scrub = caller_scrubber(view) if _for_department() and view.confidential else keep
+    return jsonify({"number": number, "items": [_event_json(event, scrub) for event in events]})
 
 
 def _open_moves(view: TicketView) -> list[Move]:

@@ -33,13 +33,11 @@ import secrets
 import tempfile
 import time
 import traceback
-import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
-import phonenumbers
 import redis
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
@@ -61,7 +59,7 @@ from queues.presence import AgentStatus
 from web.auth import TokenIdentity, TokenStoreUnavailable
 from web.errors import ApiError, endpoint_label
 from web.i18n import DEFAULT, LANGUAGES, STRINGS, choose, translate, translator
-from web.tickets import visible_to
+from web.tickets import caller_scrubber, visible_to
 from web.tokens import ApiToken, Role, hash_token
 from web.virtual import desk_call, desk_panel
 from web.wallboard import queues_document
@@ -85,9 +83,6 @@ EARLIER_LIMIT = 10
 BOARD_LIMIT = 200
 RANKING_DAYS = 30
 _NUMBER = re.compile(r"[0-9]{1,20}")
-#: A run of digits as people write phone numbers (+86 139-1234 5678, (0898) 6666 8888, full-width digits).
-_DIGIT_RUN = re.compile(r"[+\uff0b]?\d(?:[\d \t\u3000\-.()\uff08\uff09]*\d)?")
-_SCRUB_TAIL = 7  # a run holding the caller's last 7 digits is hidden whole (last 8, national, E.164, ...)
 #: The statuses in which a ticket can sit in a department's inbox: open, and past the call.
 INBOX_STATUSES = tuple(s for s in TicketStatus if s in OPEN and s not in CALL_PHASE)
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -573,7 +568,7 @@ def _department_ticket(number: str, status: int = 200, problem: dict | None = No
     if ticket is None:
         abort(404)
     g.page_url = url_for(".inbox_ticket", number=number)
-    scrub = _scrubber(ticket)
+    scrub = caller_scrubber(ticket)
     shown = _for_department(ticket)
     caller = None if ticket.confidential else _masked_caller(ticket)
     moves = [m.value for m in moves_from(ticket.status, Role.department, g.who.department, ticket.department,
@@ -593,34 +588,10 @@ def _masked_caller(ticket: TicketView) -> str:
     return _t(f"caller_kind.{masked}") if masked in ("withheld", "invalid") else masked
 
 
-def _caller_tails(ticket: TicketView) -> set[str]:
-    numbers = {"".join(ch for ch in ticket.caller_raw or "" if ch.isdecimal())}
-    if ticket.caller_e164:
-        try:
-            numbers.add(str(phonenumbers.parse(ticket.caller_e164).national_number))
-        except phonenumbers.NumberParseException:
-            numbers.add(ticket.caller_e164.lstrip("+"))
-    return {n[-_SCRUB_TAIL:] for n in numbers if len(n) >= _SCRUB_TAIL}
-
-
-def _scrubber(ticket: TicketView) -> Callable[[str | None], str | None]:
-    """Hides, in text a department reads, every digit run that holds the caller's number in any form."""
-    tails = _caller_tails(ticket)
-
-    def hide(match: re.Match) -> str:
-        digits = "".join(str(unicodedata.decimal(ch)) for ch in match.group() if ch.isdecimal())
-        return "*" * len(match.group()) if any(tail in digits for tail in tails) else match.group()
-
-    def scrub(text: str | None) -> str | None:
-        return _DIGIT_RUN.sub(hide, text) if text and tails else text
-
-    return scrub
-
-
 def _for_department(ticket: TicketView) -> TicketView:
     """The ticket with no trace of the caller's number: no number, no call records (channel names can
     hold it), and the number scrubbed from the text people wrote."""
-    scrub = _scrubber(ticket)
+    scrub = caller_scrubber(ticket)
     return dataclasses.replace(ticket, caller_raw="", caller_e164=None, calls=(), ivr_path=scrub(ticket.ivr_path),
                                summary=scrub(ticket.summary), address=scrub(ticket.address),
                                district=scrub(ticket.district), category=scrub(ticket.category))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
+from collections.abc import Callable
 from datetime import date, datetime, time, timezone
 
 import phonenumbers
@@ -39,10 +41,10 @@ _SPACED_OFFSET = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
 # An unknown parameter's name is echoed back only when it cannot be a phone number or control characters.
 _ECHOABLE_NAME = re.compile(r"[A-Za-z_]{1,40}")
 _MAX_OFFSET = 2**31 - 1
-#: Digit runs this long that match the caller are scrubbed from what a department sees.
-_MIN_SCRUB_DIGITS = 7
-#: What may stand between the digits of a number written by hand.
-_SEPARATORS = r"[ \t\-.()/\u00a0\u3000]*"
+#: A run of digits as people write phone numbers (+86 139-1234 5678, (0898) 6666 8888, full-width digits).
+_DIGIT_RUN = re.compile(r"[+\uff0b]?\d(?:[\d \t\u00a0\u3000\-.()/\uff08\uff09]*\d)?")
+#: A digit run holding the caller's last this-many digits is hidden whole (last 8, national, E.164, ...).
+_SCRUB_TAIL = 7
 
 ALL_ROLES = (Role.admin, Role.supervisor, Role.agent, Role.department)
 
@@ -94,26 +96,42 @@ def caller_digit_forms(ticket: TicketView) -> list[str]:
             national = phonenumbers.national_significant_number(parsed)
             # A landline is often written without its area code: 66123456 for 0898-66123456.
             forms.update({national, national[phonenumbers.length_of_geographical_area_code(parsed):]})
-    return sorted((f for f in forms if len(f) >= _MIN_SCRUB_DIGITS), key=len, reverse=True)
+    return sorted((f for f in forms if len(f) >= _SCRUB_TAIL), key=len, reverse=True)
 
 
-def scrub(value: str | None, forms: list[str]) -> str | None:
-    """``value`` with each form of the caller's number starred out, also when written with spaces or
-    dashes between its digits (people type 138 0013 8000 into a summary)."""
-    if value is None or not forms:
-        return value
-    pattern = "|".join(_SEPARATORS.join(re.escape(digit) for digit in form) for form in forms)
-    return re.sub(pattern, lambda match: "*" * len(match.group()), value)
+Scrubber = Callable[[str | None], str | None]
 
 
-def _call_json(call: CallView | None, forms: list[str]) -> dict | None:
+def keep(text: str | None) -> str | None:
+    """The scrubber of text whose reader may see the caller's number."""
+    return text
+
+
+def caller_scrubber(ticket: TicketView) -> Scrubber:
+    """Hides, in text a department reads (the API's answers and the pages alike), every digit run that
+    holds the caller's number in any form: E.164, national, as received, a landline without its area code,
+    written with spaces, dashes, dots or brackets between the digits (138 0013 8000), in full-width digits.
+    A run that holds the number's last 7 digits is starred out whole."""
+    tails = {form[-_SCRUB_TAIL:] for form in caller_digit_forms(ticket)}
+
+    def hide(match: re.Match) -> str:
+        digits = "".join(str(unicodedata.decimal(ch)) for ch in match.group() if ch.isdecimal())
+        return "*" * len(match.group()) if any(tail in digits for tail in tails) else match.group()
+
+    def scrub(text: str | None) -> str | None:
+        return _DIGIT_RUN.sub(hide, text) if text and tails else text
+
+    return scrub
+
+
+def _call_json(call: CallView | None, scrub: Scrubber) -> dict | None:
     if call is None:
         return None
     return {
         "uniqueid": call.uniqueid,
         "linkedid": call.linkedid,
-        "channel": scrub(call.channel, forms),
-        "dialed_number": scrub(call.dialed_number, forms),
+        "channel": scrub(call.channel),
+        "dialed_number": scrub(call.dialed_number),
         "started_at": iso(call.started_at),
         "answered_at": iso(call.answered_at),
         "ended_at": iso(call.ended_at),
@@ -125,7 +143,7 @@ def ticket_json(ticket: TicketView, for_department: bool) -> dict:
     """A ticket as the API shows it; ``for_department`` hides a confidential citizen's number everywhere."""
     hide_caller = for_department and ticket.confidential
     # An Asterisk channel name can embed the caller's number (SIP/13800138000-0000002a): scrub it too.
-    forms = caller_digit_forms(ticket) if hide_caller else []
+    scrub = caller_scrubber(ticket) if hide_caller else keep
     caller = None if hide_caller else {"number": ticket.caller_e164 or ticket.caller_raw, "kind": ticket.caller_kind}
     return {
         "number": ticket.number,
@@ -136,14 +154,14 @@ def ticket_json(ticket: TicketView, for_department: bool) -> dict:
         "urgency": ticket.urgency,
         "confidential": ticket.confidential,
         "department": ticket.department,
-        "ivr_path": scrub(ticket.ivr_path, forms),
+        "ivr_path": scrub(ticket.ivr_path),
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
         "caller": caller,
-        "call": _call_json(ticket.call, forms),
+        "call": _call_json(ticket.call, scrub),
         "version": ticket.version,
-        "summary": scrub(ticket.summary, forms),
-        "address": scrub(ticket.address, forms),
+        "summary": scrub(ticket.summary),
+        "address": scrub(ticket.address),
         "district": ticket.district,
         "supporting": list(ticket.supporting),
         "merged_into": ticket.merged_into,
