@@ -4,6 +4,8 @@ department scoping and the confidential caller's number."""
 from __future__ import annotations
 
 import dataclasses
+import types
+import unicodedata
 from datetime import datetime, timezone
 from urllib.parse import quote
 
@@ -416,3 +418,18 @@ def test_an_8_digit_caller_is_a_local_landline(client, services, tokens, session
     services.settings = dataclasses.replace(services.settings, local_area_code="")
     response = _get(client, "/api/tickets?caller=66668888", tokens["admin"])
     assert response.status_code == 400 and response.json["message"].startswith("caller:")
+
+
+@pytest.mark.parametrize("text", ["13800138000", "+86 138-0013-8000", "(138) 0013 8000", "call 0013 8000 now",
+                                  "１３８００１３８０００", "+86\u00a0138\u30000013\u30008000", "8613800138000#"])
+def test_the_scrubber_hides_the_caller_in_every_way_people_write_it(text):
+    view = types.SimpleNamespace(caller_raw="13800138000", caller_e164="+8613800138000")
+    scrubbed = tickets_api.caller_scrubber(view)(text)
+    digits = "".join(str(unicodedata.decimal(ch)) for ch in scrubbed if ch.isdecimal())
+    assert "00138000" not in digits and "*" in scrubbed
+
+
+def test_the_scrubber_leaves_other_numbers_and_the_ticket_number_alone():
+    view = types.SimpleNamespace(caller_raw="13800138000", caller_e164="+8613800138000")
+    text = "ticket 2026112800042, water main 0898-6666 8888, 12345"
+    assert tickets_api.caller_scrubber(view)(text) == text
