@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from orders.working_days import WorkingCalendar
 from orders.writer import TicketWriter, spool_path_for
 from queues.agents import AgentStore
 from queues.callbacks import CallBackList
-from queues.control import NoQueueControl, QueueControl
+from queues.control import NoQueueControl, QueueControl, QueueControlUnavailable
 from queues.desk import AgentDesk
 from queues.presence import AgentPresence
 from queues.statistics import QueueStatistics
@@ -118,11 +119,15 @@ class Services:
 
     @functools.cached_property
     def queue_control(self) -> QueueControl:
-        """Asterisk's queues and dialler over an AMI session of this process (events off), opened on first
-        use; without ``ami_secret``, a stand-in that says no AMI link is configured."""
-        s = self.settings
-        if not s.ami_secret:
+        """Asterisk's queues and dialler over an AMI session of this process (events off), opened at the
+        first request, not when the process starts: a FastAGI or web process must start and serve calls
+        whatever the AMI link does. Without ``ami_secret``, a stand-in that says no AMI link is configured."""
+        if not self.settings.ami_secret:
             return NoQueueControl()
+        return _ControlOnFirstUse(self._open_queue_control)
+
+    def _open_queue_control(self) -> QueueControl:
+        s = self.settings
         from ami.control import AmiQueueControl  # here: only a process that drives Asterisk opens a session
         from ami.link import AmiLink
 
@@ -130,6 +135,7 @@ class Services:
                        action_timeout=s.ami_action_timeout, reconnect_max=s.ami_reconnect_max_seconds)
         link.start()
         self._closing.append(link.close)
+        link.wait_connected(s.ami_action_timeout)  # the first request then usually finds it logged in
         return AmiQueueControl(link)
 
     @functools.cached_property
@@ -182,3 +188,27 @@ def build_services(settings: Settings, redis=None) -> Services:
                          statement_timeout=settings.database_statement_timeout or None,
                          pool_timeout=settings.database_pool_timeout)
     return Services(settings=settings, engine=engine, session_factory=make_session_factory(engine), _redis=redis)
+
+
+class _ControlOnFirstUse:
+    """A QueueControl that opens its AMI session at the first request; a failure to open it is
+    QueueControlUnavailable for that request (the next one tries again), never an error at start-up."""
+
+    def __init__(self, open_control) -> None:
+        self._open = open_control
+        self._control: QueueControl | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> QueueControl:
+        with self._lock:
+            if self._control is None:
+                try:
+                    self._control = self._open()
+                except Exception as exc:  # noqa: BLE001 - whatever broke, the caller gets a clear "unavailable"
+                    raise QueueControlUnavailable(f"the AMI link could not be opened: {exc}") from None
+            return self._control
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
