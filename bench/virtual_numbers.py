@@ -14,20 +14,26 @@ under a prefix of its own, deleted at the end) and prints, all measured in this 
 * resolutions: the live bindings so made (pair and extension ones) resolved by random existing
   (caller, X [, extension]) pairs in both directions (the citizen calling X; the department calling X from
   one phone of its group, keying the extension of an extension binding) plus 5 % unknown pairs (a
-  stranger, or a citizen on an X where it holds nothing), through ``Broker.resolve``: with Redis (the cache
-  rebuilt, then every known pair resolved once, so that known pairs take the fast path) and with
-  ``redis=None`` (the database path: the baseline); from 1 thread, 2 threads, and ``--processes`` forked
-  processes (one per core, as the FastAGI server runs); each run bounded by ``--seconds`` and ``--calls``.
-  ``Broker.resolve`` writes one receipt (a PostgreSQL transaction, virtual_numbers/resolution.py
-  Resolver._audit) per call on every path, with or without a call id: "with audit" is ``resolve`` as the
-  front ends call it; "lookup only" is the same call with that write replaced by a no-op on the bench's
-  broker instances, to show what the lookup itself costs.
+  stranger, or a citizen on an X where it holds nothing), through ``Broker.resolve``, in four
+  configurations: (1) Redis, receipts batched (a receipt spool given: receipts written off the call path
+  by a background thread, virtual_numbers/receipts.py; how the front ends run once services pass a spool);
+  (2) Redis, receipts on the call path (no spool: one transaction per resolution, as before); (3) Redis,
+  lookup only (the receipt write a no-op on the bench's brokers: what the lookup itself costs); (4) no
+  Redis, receipts batched (the database answers every call). The cache is rebuilt and every known pair
+  resolved once first; each configuration resolves every unknown pair once before it is measured (its
+  refusal is then kept in Redis, as a repeat caller's is). Layouts: 1 thread, 2 threads, ``--processes``
+  forked processes (one per core, as the FastAGI server runs). In each layout the configurations take
+  turns, round by round (``--rounds`` rounds of at most ``--seconds`` and ``--calls`` each), so that the
+  noise of a shared machine falls on all of them alike; figures are medians over the rounds. At the end the
+  database must hold exactly one receipt per resolution made with receipts on (warm-ups included).
+* the lookup's round trip with hiredis and with redis-py's own Python parser (``hiredis`` installed).
 * a slow path: a department calling its group bindings from its phones in turn.
 
     .venv/bin/python bench/virtual_numbers.py [--bindings 4000] [--citizens 5000] [--departments 20]
-                                              [--seconds 1.5] [--calls 200000] [--budget 60]
+                                              [--seconds 1] [--rounds 5] [--calls 100000] [--budget 60]
+                                              [--configs 1,2,3,4] [--cache-ttl 900] [--refusal-ttl 900]
 
-Goal: 10,000 resolutions/s with p99 under 2 ms on this 2-core machine. About two minutes at the defaults.
+Goal: 10,000 resolutions/s with p99 under 2 ms on this 2-core machine. About four minutes at the defaults.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ import logging
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -52,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import redis as redis_lib  # noqa: E402
-from sqlalchemy import insert, select, text  # noqa: E402
+from sqlalchemy import func, insert, select, text  # noqa: E402
 
 import orders.models  # noqa: E402,F401
 import virtual_numbers.models  # noqa: E402,F401
@@ -63,7 +71,7 @@ from orders.departments import DepartmentStore  # noqa: E402
 from orders.models import Ticket  # noqa: E402
 from virtual_numbers.broker import Broker  # noqa: E402
 from virtual_numbers.errors import PoolExhausted  # noqa: E402
-from virtual_numbers.models import Binding, VirtualNumber  # noqa: E402
+from virtual_numbers.models import Binding, ResolutionRecord, VirtualNumber  # noqa: E402
 from virtual_numbers.views import EXTENSION  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -298,6 +306,29 @@ def sequence(known: list[Call], unknown: list[Call], length: int, rng: random.Ra
     return [rng.choice(unknown) if rng.random() < UNKNOWN_SHARE else rng.choice(known) for _ in range(length)]
 
 
+@dataclass(frozen=True)
+class Config:
+    """How the bench's brokers are built for one set of runs."""
+
+    name: str
+    redis: bool  # False: redis=None, the database answers every call
+    receipts: str  # "batched" (a receipt spool: written off the call path), "call path" (no spool), "none"
+    interval: float | None = None  # batched: seconds between the writer's batches (None: its default)
+
+    def options(self, spool: Path) -> dict:
+        if self.receipts != "batched":
+            return {}
+        return {"receipt_spool": spool, "receipt_options": {} if self.interval is None else {"interval": self.interval}}
+
+
+CONFIGS = (
+    Config("Redis, receipts batched", True, "batched"),  # Broker.resolve as the front ends get it (with a spool)
+    Config("Redis, receipts on the call path", True, "call path"),  # before: one transaction per resolution
+    Config("Redis, lookup only", True, "none"),  # the receipt write a no-op: what the lookup itself costs
+    Config("database only, receipts batched", False, "batched"),  # redis=None: what Redis buys
+)
+
+
 @dataclass
 class Run:
     calls: int
@@ -316,16 +347,76 @@ class Run:
         return self.known + self.unknown
 
 
-def source_counts() -> dict[str, float]:
+@dataclass
+class Rounds:
+    """The runs of one configuration in one layout."""
+
+    runs: list[Run]
+    resolved: int = 0  # resolutions made with receipts on, warm-ups included
+    drain: float = 0.0  # seconds closing its brokers took (writing what was still queued)
+
+    def median(self, value) -> float:
+        return statistics.median(value(run) for run in self.runs)
+
+    @property
+    def rate(self) -> float:
+        return self.median(lambda run: run.rate)
+
+    @property
+    def p99(self) -> float:
+        return self.median(lambda run: quantile(run.all, 0.99))
+
+    @property
+    def p50(self) -> float:
+        return self.median(lambda run: quantile(run.all, 0.5))
+
+    @property
+    def known_p99(self) -> float:
+        return self.median(lambda run: quantile(run.known, 0.99))
+
+    @property
+    def unknown_p99(self) -> float:
+        return self.median(lambda run: quantile(run.unknown, 0.99) if run.unknown else 0.0)
+
+    @property
+    def wrong(self) -> int:
+        return sum(run.wrong for run in self.runs)
+
+    @property
+    def calls(self) -> int:
+        return sum(run.calls for run in self.runs)
+
+    def sources(self) -> dict[tuple[str, str], float]:
+        out: dict[tuple[str, str], float] = {}
+        for run in self.runs:
+            for key, n in run.sources.items():
+                out[key] = out.get(key, 0) + n
+        return out
+
+
+@dataclass
+class Layout:
+    name: str
+    threads: int  # threads of this process sharing one broker per configuration (0: processes instead)
+    processes: int  # forked processes, each with its own brokers
+
+
+def source_counts() -> dict[tuple[str, str], float]:
+    """Resolutions so far by (outcome, source), from the broker's metric."""
     reg = metrics.registry()
     out = {}
     for metric in reg.collect():
         if metric.name == "hotline_virtual_resolutions":
             for sample in metric.samples:
                 if sample.name.endswith("_total"):
-                    source = sample.labels.get("source", "")
-                    out[source] = out.get(source, 0) + sample.value
+                    key = (sample.labels.get("outcome", ""), sample.labels.get("source", ""))
+                    out[key] = out.get(key, 0) + sample.value
     return out
+
+
+def counts_since(before: dict) -> dict:
+    after = source_counts()
+    return {key: n - before.get(key, 0) for key, n in after.items() if n - before.get(key, 0)}
 
 
 def resolve_loop(broker: Broker, calls: list[Call], start: float, seconds: float) -> tuple[list, list, int]:
@@ -345,102 +436,232 @@ def resolve_loop(broker: Broker, calls: list[Call], start: float, seconds: float
 
 
 def lookup_only(broker: Broker) -> None:
-    broker.resolver._audit = lambda *args, **kwargs: None  # the instance's audit write skipped
+    broker.receipt_writer.record = lambda *args, **kwargs: None  # the instance's receipt write skipped
 
 
-def resolve_run(broker: Broker, seq: list[Call], seconds: float, threads: int, audit: bool) -> Run:
-    """``threads`` threads of this process share one broker (its connection pools), as a server's do."""
-    if not audit:
+#: The cache's lifetimes for every broker of the resolution runs (--cache-ttl, --refusal-ttl).
+TTLS: dict[str, int] = {}
+
+
+def make_broker(session_factory, redis_client, prefix: str, config: Config, spool: Path) -> Broker:
+    broker = Broker(session_factory, redis_client if config.redis else None,
+                    key_prefix=prefix if config.redis else prefix + "unused:", **config.options(spool), **TTLS)
+    if config.receipts == "none":
         lookup_only(broker)
-    before = source_counts()
-    results = [None] * threads
-    barrier = threading.Barrier(threads + 1)
-    begin = [0.0]
-
-    def worker(k: int) -> None:
-        barrier.wait()
-        results[k] = resolve_loop(broker, seq[k::threads], begin[0], seconds)
-
-    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    begin[0] = time.perf_counter()
-    barrier.wait()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - begin[0]
-    if not audit:
-        del broker.resolver._audit
-    after = source_counts()
-    return Run(sum(len(r[0]) + len(r[1]) for r in results), elapsed, [t for r in results for t in r[0]],
-               [t for r in results for t in r[1]], sum(r[2] for r in results),
-               {s: after.get(s, 0) - before.get(s, 0) for s in after})
+    return broker
 
 
-def resolve_processes(url: str, redis_url: str, prefix: str, seq: list[Call], seconds: float, processes: int,
-                      audit: bool) -> Run:
-    """``processes`` forked processes, each with its own engine, Redis client and broker (a FastAGI server
-    runs one process per core). Each resolves its share of ``seq`` after a short warm-up."""
+def warm(broker: Broker, unknown: list[Call], seq: list[Call]) -> int:
+    """Connections, statement caches, and every unknown pair once (their refusals cached, as a repeat
+    caller's are); returns how many resolutions that made."""
+    resolve_loop(broker, unknown, time.perf_counter(), 60.0)
+    resolve_loop(broker, seq[:300], time.perf_counter(), 60.0)
+    return len(unknown) + min(300, len(seq))
+
+
+def receipt_rows(session_factory) -> int:
+    with session_factory() as session:
+        return session.scalar(select(func.count()).select_from(ResolutionRecord)) or 0
+
+
+def share(seq: list[Call], index: int, parts: int) -> list[Call]:
+    return seq[index * len(seq) // parts:(index + 1) * len(seq) // parts]
+
+
+def rounds_in_threads(world: World, redis_client, prefix: str, spools: list[Path], configs: list[Config],
+                      unknown: list[Call], seq: list[Call], rounds: int, seconds: float,
+                      threads: int) -> list[Rounds]:
+    """``threads`` threads of this process share one broker per configuration (its connection pools, its
+    receipt writer), as a server's do; the configurations take turns, round by round (so that the noise
+    of a shared machine falls on all of them alike)."""
+    brokers = [make_broker(world.session_factory, redis_client, prefix, c, spool) for c, spool in zip(configs, spools)]
+    out = [Rounds([]) for _ in configs]
+    for k, (config, broker) in enumerate(zip(configs, brokers)):
+        made = warm(broker, unknown, share(seq, k, len(configs)))
+        out[k].resolved += made if config.receipts != "none" else 0
+    for r in range(rounds):
+        for k, (config, broker) in enumerate(zip(configs, brokers)):
+            part = share(share(seq, k, len(configs)), r, rounds)
+            before = source_counts()
+            results: list = [None] * threads
+            barrier = threading.Barrier(threads + 1)
+            begin = [0.0]
+
+            def worker(i: int) -> None:
+                barrier.wait()
+                results[i] = resolve_loop(broker, part[i::threads], begin[0], seconds)
+
+            workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+            for w in workers:
+                w.start()
+            begin[0] = time.perf_counter()
+            barrier.wait()
+            for w in workers:
+                w.join()
+            elapsed = time.perf_counter() - begin[0]
+            run = Run(sum(len(kn) + len(un) for kn, un, _ in results), elapsed,
+                      [t for kn, _, _ in results for t in kn], [t for _, un, _ in results for t in un],
+                      sum(w for _, _, w in results), counts_since(before))
+            out[k].runs.append(run)
+            out[k].resolved += run.calls if config.receipts != "none" else 0
+    for k, broker in enumerate(brokers):
+        started = time.perf_counter()
+        broker.close()
+        out[k].drain = time.perf_counter() - started
+    return out
+
+
+def rounds_in_processes(world: World, redis_url: str, prefix: str, spools: list[Path], configs: list[Config],
+                        unknown: list[Call], seq: list[Call], rounds: int, seconds: float,
+                        processes: int) -> list[Rounds]:
+    """``processes`` forked processes, each with its own engine, Redis client and one broker per
+    configuration (a FastAGI server runs one process per core); the configurations take turns, round by
+    round."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
-    go = ctx.Event()
+    go = [[ctx.Event() for _ in configs] for _ in range(rounds)]
     ready = ctx.Queue()
-    out = ctx.Queue()
+    out_queue = ctx.Queue()
 
-    def child(k: int) -> None:
+    def child(p: int) -> None:
         try:
-            engine = make_engine(url)
-            client = (redis_lib.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-                      if redis_url else None)  # "": the database path
-            broker = Broker(make_session_factory(engine), client, key_prefix=prefix)
-            if not audit:
-                lookup_only(broker)
-            mine = seq[k::processes]
-            resolve_loop(broker, mine[:500], time.perf_counter(), 0.5)  # connections, statement caches
-            ready.put(k)
-            go.wait(30)
-            before = source_counts()
-            started = time.perf_counter()
-            known, unknown, wrong = resolve_loop(broker, mine, started, seconds)
-            elapsed = time.perf_counter() - started
-            after = source_counts()
-            out.put((known, unknown, wrong, elapsed, {s: after.get(s, 0) - before.get(s, 0) for s in after}))
+            engine = make_engine(world.url)
+            client = redis_lib.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+            session_factory = make_session_factory(engine)
+            brokers = [make_broker(session_factory, client, prefix, c, spool) for c, spool in zip(configs, spools)]
+            made = [warm(broker, unknown[p::processes], share(seq, k, len(configs))[p::processes])
+                    for k, broker in enumerate(brokers)]
+            ready.put(p)
+            for r in range(rounds):
+                for k, broker in enumerate(brokers):
+                    if not go[r][k].wait(120):
+                        raise TimeoutError("the parent did not start the round")
+                    part = share(share(seq, k, len(configs)), r, rounds)[p::processes]
+                    before = source_counts()
+                    started = time.perf_counter()
+                    known, unknown_times, wrong = resolve_loop(broker, part, started, seconds)
+                    elapsed = time.perf_counter() - started
+                    out_queue.put(("run", p, known, unknown_times, wrong, elapsed, counts_since(before)))
+                    made[k] += len(known) + len(unknown_times)
+            drains = []
+            for broker in brokers:
+                started = time.perf_counter()
+                broker.close()
+                drains.append(time.perf_counter() - started)
+            out_queue.put(("done", p, made, drains))
         except BaseException as exc:  # noqa: BLE001 - reported by the parent
-            out.put(exc)
+            out_queue.put(("failed", p, repr(exc)))
         finally:
-            for queue in (ready, out):
+            for queue in (ready, out_queue):
                 queue.close()
                 queue.join_thread()
             os._exit(0)  # no finalizers: they would close the parent's inherited connections
 
-    children = [ctx.Process(target=child, args=(k,)) for k in range(processes)]
+    def receive(timeout: float):
+        message = out_queue.get(timeout=timeout)
+        if message[0] == "failed":
+            raise RuntimeError(f"a resolving process failed: {message[2]}")
+        return message
+
+    children = [ctx.Process(target=child, args=(p,)) for p in range(processes)]
     for c in children:
         c.start()
-    for _ in children:
-        ready.get(timeout=60)
-    go.set()
-    results = [out.get(timeout=seconds + 60) for _ in children]
-    for c in children:
-        c.join(timeout=30)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        raise RuntimeError(f"a resolving process failed: {failed[0]!r}")
-    sources: dict[str, float] = {}
-    for r in results:
-        for s, n in r[4].items():
-            sources[s] = sources.get(s, 0) + n
-    return Run(sum(len(r[0]) + len(r[1]) for r in results), max(r[3] for r in results),
-               [t for r in results for t in r[0]], [t for r in results for t in r[1]], sum(r[2] for r in results),
-               sources)
+    out = [Rounds([]) for _ in configs]
+    done = []
+    try:
+        for _ in children:
+            ready.get(timeout=300)
+        for r in range(rounds):
+            for k in range(len(configs)):
+                go[r][k].set()
+                parts = []
+                while len(parts) < processes:
+                    message = receive(seconds + 120)
+                    (parts if message[0] == "run" else done).append(message)
+                sources: dict = {}
+                for part in parts:
+                    for key, n in part[6].items():
+                        sources[key] = sources.get(key, 0) + n
+                out[k].runs.append(Run(sum(len(p[2]) + len(p[3]) for p in parts), max(p[5] for p in parts),
+                                       [t for p in parts for t in p[2]], [t for p in parts for t in p[3]],
+                                       sum(p[4] for p in parts), sources))
+        while len(done) < processes:
+            done.append(receive(120))
+    finally:
+        for c in children:
+            c.join(timeout=30)
+            if c.is_alive():
+                c.kill()
+    for k, config in enumerate(configs):
+        out[k].resolved = sum(message[2][k] for message in done) if config.receipts != "none" else 0
+        out[k].drain = max(message[3][k] for message in done)
+    return out
 
 
-def describe(run: Run) -> str:
-    cache = run.sources.get("cache", 0) / max(1, len(run.known))  # only connect answers come from Redis
-    line = (f"{run.rate:7,.0f} calls/s, all {ms(run.all)}; known pairs {ms(run.known)}"
-            f"{'; unknown ' + ms(run.unknown) if run.unknown else ''} ({run.calls:,} calls in {run.elapsed:.1f} s, "
-            f"{cache:.0%} of the known pairs answered from Redis")
-    return line + (f"; {run.wrong} WRONG answers)" if run.wrong else ")")
+def parser_clients(redis_url: str) -> dict[str, object] | None:
+    """Two Redis clients: redis-py's default (hiredis when installed) and one forced onto redis-py's own
+    Python parser and packer; None when hiredis is not installed (nothing to compare)."""
+    from redis.connection import HIREDIS_AVAILABLE, PythonRespSerializer  # bench-only: the parsers compared
+
+    if not HIREDIS_AVAILABLE:
+        return None
+    from redis._parsers import _RESP2Parser, _RESP3Parser  # bench-only: redis-py's own parsers
+
+    class PythonParsed(redis_lib.Connection):
+        def __init__(self, **kwargs):
+            kwargs["parser_class"] = _RESP3Parser if str(kwargs.get("protocol", 3)) == "3" else _RESP2Parser
+            super().__init__(**kwargs)
+
+        def _construct_command_packer(self, packer):
+            return PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)
+
+    python = redis_lib.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    python.connection_pool.connection_class = PythonParsed
+    return {"hiredis": redis_lib.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2),
+            "redis-py's Python parser": python}
+
+
+def compare_parsers(world: World, redis_url: str, prefix: str, known: list[Call], rounds: int,
+                    seconds: float) -> str:
+    clients = parser_clients(redis_url)
+    if clients is None:
+        return "hiredis is not installed: redis-py parses replies in Python"
+    brokers = {}
+    for name, client in clients.items():
+        brokers[name] = make_broker(world.session_factory, client, prefix, CONFIGS[2], Path("unused"))
+        resolve_loop(brokers[name], known[:300], time.perf_counter(), 30.0)
+    out = {name: Rounds([]) for name in brokers}
+    for r in range(rounds):
+        for name, broker in brokers.items():
+            part = share(known, r, rounds)
+            before = source_counts()
+            started = time.perf_counter()
+            kn, un, wrong = resolve_loop(broker, part, started, seconds)
+            out[name].runs.append(Run(len(kn) + len(un), time.perf_counter() - started, kn, un, wrong,
+                                      counts_since(before)))
+    for client in clients.values():
+        client.close()
+    (h, hr), (p, pr) = out.items()
+    return (f"{h} {hr.rate:,.0f}/s, p50 {hr.p50 * 1000:.3f} ms, p99 {hr.p99 * 1000:.2f} ms; {p} {pr.rate:,.0f}/s, p50 "
+            f"{pr.p50 * 1000:.3f} ms, p99 {pr.p99 * 1000:.2f} ms: hiredis {hr.rate / pr.rate:.2f}x the calls/s")
+
+
+def describe(rounds: Rounds) -> str:
+    sources = rounds.sources()
+    connected = sum(n for (outcome, _), n in sources.items() if outcome == "connected")
+    from_redis = sum(n for (_, source), n in sources.items() if source == "cache")
+    refusals = sum(n for (outcome, _), n in sources.items() if outcome != "connected")
+    refusals_cached = sum(n for (outcome, source), n in sources.items() if outcome != "connected" and source == "cache")
+    rates = [run.rate for run in rounds.runs]
+    line = (f"{rounds.rate:7,.0f} calls/s ({min(rates):,.0f}-{max(rates):,.0f}), p50 {rounds.p50 * 1000:.2f} ms, "
+            f"p99 {rounds.p99 * 1000:.2f} ms (known {rounds.known_p99 * 1000:.2f}, unknown "
+            f"{rounds.unknown_p99 * 1000:.2f}); {rounds.calls:,} calls, {from_redis / max(1, rounds.calls):.0%} "
+            f"answered from Redis ({connected:,.0f} connected, {refusals_cached:,.0f} of {refusals:,.0f} refusals "
+            f"cached)")
+    if rounds.resolved:
+        line += f"; {rounds.drain * 1000:.0f} ms to write what was queued at close"
+    return line + (f"; {rounds.wrong} WRONG answers" if rounds.wrong else "")
 
 
 # -- the machine --------------------------------------------------------------------------------------------
@@ -474,8 +695,14 @@ def main() -> None:
     ap.add_argument("--citizens", type=int, default=5000)
     ap.add_argument("--departments", type=int, default=20)
     ap.add_argument("--pool", type=int, default=100, help="virtual numbers in the pool")
-    ap.add_argument("--seconds", type=float, default=1.5, help="length of each resolution run")
-    ap.add_argument("--calls", type=int, default=200_000, help="resolutions per run at most")
+    ap.add_argument("--seconds", type=float, default=1.0, help="length of each resolution round")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per configuration and layout (medians reported)")
+    ap.add_argument("--calls", type=int, default=100_000, help="resolutions per round at most")
+    ap.add_argument("--configs", default="all", help="comma-separated numbers (1-4) of the configurations to run")
+    ap.add_argument("--cache-ttl", type=int, default=900,
+                    help="seconds a binding's entry lives in Redis (Broker's cache_ttl; its default: 300)")
+    ap.add_argument("--refusal-ttl", type=int, default=900,
+                    help="seconds a refusal is kept in Redis (Broker's refusal_ttl; its default: 30)")
     ap.add_argument("--budget", type=float, default=60.0, help="seconds each capacity fill may take at most")
     ap.add_argument("--bind-threads", type=int, default=2, help="threads binding the load's tickets")
     ap.add_argument("--processes", type=int, default=2, help="processes of the multi-process runs (0: none)")
@@ -485,7 +712,8 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.departments <= 999 or not 1 <= args.pool <= 99_999 or args.bindings < 10 \
             or args.citizens < 10 or not 0 < args.seconds <= 600 or args.calls < 100 \
-            or not 1 <= args.bind_threads <= 16 or not 0 <= args.processes <= 16:
+            or not 1 <= args.bind_threads <= 16 or not 0 <= args.processes <= 16 or not 1 <= args.rounds <= 50 \
+            or not 1 <= args.cache_ttl <= 86_400 or not 0 <= args.refusal_ttl <= 86_400:
         raise SystemExit("out of range: see --help")
 
     # The broker logs a warning per refused binding (thousands here) and per Redis failure.
@@ -496,6 +724,7 @@ def main() -> None:
     redis_client.ping()
     prefix = f"bench:{uuid.uuid4().hex[:10]}:"
     worlds: list[World] = []
+    spool_dir: Path | None = None
     run_started = time.perf_counter()
     try:
         print(machine(args.database_url, redis_client))
@@ -530,58 +759,79 @@ def main() -> None:
 
         # Resolutions, on the bindings of (b).
         known, unknown, alternating = calls_for(world, load, rng)
-        fast = world.broker(redis_client, prefix)  # the fills' cache, seen by a fresh broker
-        database = world.broker(None, prefix + "unused:")
+        TTLS.update(cache_ttl=args.cache_ttl, refusal_ttl=args.refusal_ttl)
+        fast = world.broker(redis_client, prefix, **TTLS)  # the fills' cache, seen by a fresh broker
         rebuilt = fast.rebuild_cache()
         lookup_only(fast)
         warm_refused = sum(fast.resolve(c.caller, c.x, c.extension).refused for c in known)  # every pair once
-        del fast.resolver._audit
         print(f"resolutions: {len(known):,} known pairs (both directions of {len(known) // 2:,} live bindings; "
               f"the department from one phone of its group, keying the extension of an extension binding) and "
               f"{len(unknown):,} unknown ones ({UNKNOWN_SHARE:.0%} of the calls); cache rebuilt with {rebuilt:,} "
-              f"bindings, then every known pair resolved once ({warm_refused} refused); caller and X in E.164, "
-              f"no call id (the broker makes one); each run at most {args.seconds:g} s and {args.calls:,} calls")
-        seq = sequence(known, unknown, args.calls, rng)
-        runs: dict[tuple[bool, str, str], Run] = {}
-        layouts = [("1 thread", 1, 0), ("2 threads", 2, 0)] + ([(f"{args.processes} processes", 0, args.processes)]
-                                                               if args.processes else [])
-        for audit in (True, False):
-            for layout, threads, processes in layouts:
-                for name, broker in (("Redis", fast), ("database", database)):
-                    if processes:
-                        runs[(audit, layout, name)] = resolve_processes(
-                            world.url, args.redis_url if broker is fast else "", prefix, seq, args.seconds,
-                            processes, audit)
-                    else:
-                        resolve_run(broker, seq[:2000], 0.3, threads, audit)  # connections, statement caches
-                        runs[(audit, layout, name)] = resolve_run(broker, seq, args.seconds, threads, audit)
-        for audit in (True, False):
-            print("  with audit (Broker.resolve as the front ends call it; it writes one receipt per call)" if audit
-                  else "  lookup only (the same calls, the broker's receipt write replaced by a no-op)")
-            for layout, _, _ in layouts:
-                for name in ("Redis", "database"):
-                    print(f"    {name:<8} {layout:<11} {describe(runs[(audit, layout, name)])}")
-                r, d = runs[(audit, layout, "Redis")], runs[(audit, layout, "database")]
-                print(f"    {'':<8} {layout:<11} Redis / database: {r.rate / d.rate:.1f}x the calls/s; p99 "
-                      f"{quantile(d.all, 0.99) * 1000:.2f} -> {quantile(r.all, 0.99) * 1000:.2f} ms, known pairs' p99 "
-                      f"{quantile(d.known, 0.99) * 1000:.2f} -> {quantile(r.known, 0.99) * 1000:.2f} ms")
+              f"bindings, then every known pair resolved once ({warm_refused} refused); before each configuration "
+              f"every unknown pair resolved once; entries kept {args.cache_ttl} s, refusals {args.refusal_ttl} s "
+              f"(longer than the run: the bench's pairs, all first seen at once, would otherwise all expire at once "
+              f"and go to the database together; the database path is configuration 4); caller and X "
+              f"in E.164, no call id (the broker makes one); {args.rounds} rounds per configuration and layout, each "
+              f"at most {args.seconds:g} s and {args.calls:,} calls; figures are medians over the rounds (range of "
+              f"the rates in brackets)")
+        chosen = list(CONFIGS) if args.configs == "all" else [CONFIGS[int(n) - 1] for n in args.configs.split(",")]
+        layouts = [Layout("1 thread", 1, 0), Layout("2 threads", 2, 0)] + (
+            [Layout(f"{args.processes} processes", 0, args.processes)] if args.processes else [])
+        spool_dir = Path(tempfile.mkdtemp(prefix="bench-vn-"))
+        results: dict[tuple[str, str], Rounds] = {}
+        rows_before = receipt_rows(world.session_factory)
+        for layout in layouts:
+            seq = sequence(known, unknown, args.calls * args.rounds * len(chosen), rng)
+            spools = [spool_dir / f"receipts-{layout.name.replace(' ', '-')}-{k}.jsonl" for k in range(len(chosen))]
+            if layout.processes:
+                measured = rounds_in_processes(world, args.redis_url, prefix, spools, chosen, unknown, seq, args.rounds,
+                                               args.seconds, layout.processes)
+            else:
+                measured = rounds_in_threads(world, redis_client, prefix, spools, chosen, unknown, seq, args.rounds,
+                                             args.seconds, layout.threads)
+            print(f"  {layout.name}")
+            for config, rounds in zip(chosen, measured):
+                results[(config.name, layout.name)] = rounds
+                print(f"    {config.name:<33} {describe(rounds)}", flush=True)
+        rows = receipt_rows(world.session_factory) - rows_before
+        resolved = sum(r.resolved for r in results.values())
+        left = [path.name for path in spool_dir.glob("*") if path.is_file() and path.stat().st_size
+                and not path.name.endswith(".lock")]
+        print(f"receipts: {resolved:,} resolutions made with receipts on, {rows:,} receipts in the database "
+              f"({'as many: none lost, none twice' if rows == resolved else 'MISMATCH'}); spool files left: "
+              f"{', '.join(left) if left else 'none'}")
+        print("comparisons (same run, configurations taking turns round by round; medians):")
+        names = [config.name for config in chosen]
+        for layout in layouts:
+            if CONFIGS[0].name not in names:
+                break
+            new = results[(CONFIGS[0].name, layout.name)]
+            for other in names[1:]:
+                old = results[(other, layout.name)]
+                print(f"    {layout.name:<11} receipts batched vs {other}: {new.rate / old.rate:.2f}x the calls/s; "
+                      f"p99 {old.p99 * 1000:.2f} -> {new.p99 * 1000:.2f} ms")
         print("goal: 10,000/s, p99 < 2 ms")
-        for audit in (True, False):
-            layout = max((lay for lay, _, _ in layouts), key=lambda lay: runs[(audit, lay, "Redis")].rate)
-            best = runs[(audit, layout, "Redis")]
-            met = best.rate >= 10_000 and quantile(best.all, 0.99) < 0.002
-            print(f"    Redis, {'with audit' if audit else 'lookup only'}: best {best.rate:,.0f}/s ({layout}), p99 "
-                  f"{quantile(best.all, 0.99) * 1000:.2f} ms (known pairs {quantile(best.known, 0.99) * 1000:.2f} ms): "
+        for name in names:
+            if name.startswith("database"):
+                continue
+            layout = max((lay.name for lay in layouts), key=lambda lay: results[(name, lay)].rate)
+            best = results[(name, layout)]
+            met = best.rate >= 10_000 and best.p99 < 0.002
+            print(f"    {name}: best {best.rate:,.0f}/s ({layout}), p99 {best.p99 * 1000:.2f} ms: "
                   f"{'met' if met else 'NOT met'}")
+
+        print(f"  the round trip's parser (Redis, lookup only, 1 thread, known pairs, {args.rounds} rounds taking "
+              f"turns): {compare_parsers(world, args.redis_url, prefix, known, args.rounds, args.seconds)}")
 
         # A slow path: a group binding's department side calling from its phones in turn (each change of the
         # last caller is written to the database before the answer).
-        alt = resolve_run(fast, alternating * max(1, args.calls // max(1, len(alternating))), min(args.seconds, 2.0),
-                          1, False)
+        (alt,) = rounds_in_threads(world, redis_client, prefix, [spool_dir / "slow.jsonl"], [CONFIGS[2]], [],
+                                   alternating * max(1, args.calls // max(1, len(alternating))), 1,
+                                   min(args.seconds, 2.0), 1)
         print(f"  slow path: the department calling group bindings from its {PHONES_PER_DEPARTMENT} phones in turn "
               f"(lookup only, 1 thread): {describe(alt)}")
-        wrong = sum(run.wrong for run in runs.values()) + alt.wrong
-        checked = sum(run.calls for run in runs.values()) + alt.calls
+        wrong = sum(r.wrong for r in results.values()) + alt.wrong
+        checked = sum(r.calls for r in results.values()) + alt.calls
         print(f"answers checked: {checked:,} resolutions, " + (f"{wrong} NOT as expected" if wrong else
               "all as expected (known pairs connected, unknown pairs refused)"))
         print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -589,6 +839,8 @@ def main() -> None:
     finally:
         for w in worlds:
             w.drop()
+        if spool_dir is not None:
+            shutil.rmtree(spool_dir, ignore_errors=True)
         keys = list(redis_client.scan_iter(prefix + "*", count=1000))
         for i in range(0, len(keys), 1000):
             redis_client.delete(*keys[i:i + 1000])

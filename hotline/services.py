@@ -78,7 +78,8 @@ class Services:
         s = self.settings
         return Broker(self.session_factory, self.redis, region=s.region, local_area_code=s.local_area_code or None,
                       default_days_after_close=s.virtual_days_after_close, extension_mode=s.virtual_extension_mode,
-                      cache_secret=s.virtual_numbers_secret or _kept_secret(s.data_dir / "virtual-numbers-secret"))
+                      cache_secret=s.virtual_numbers_secret or _kept_secret(s.data_dir / "virtual-numbers-secret"),
+                      receipt_spool=Path(s.data_dir) / "spool" / "virtual-receipts.jsonl")
 
     @functools.cached_property
     def writer(self) -> TicketWriter:
@@ -160,6 +161,9 @@ class Services:
         writer = self.__dict__.get("writer")
         if writer is not None:
             writer.close()
+        broker = self.__dict__.get("broker")
+        if broker is not None:
+            broker.close()  # the receipts it still holds in memory: written, or spooled
         for close in reversed(self._closing):
             close()
         self.engine.dispose()

@@ -78,6 +78,7 @@ def end_virtual_bindings(services, now: datetime | None = None) -> int:
     try:
         shortened = services.broker.follow_closed_tickets()
         ended = services.broker.expire_due(now)
+        services.broker.replay_receipts()  # receipts spooled while the database was down, or left by an exited process
     except (StorageError, BrokerError) as exc:
         log.warning("virtual-number bindings not checked now: %s", exc)
         return 0

@@ -95,7 +95,8 @@ class Bindings:
             raise PoolExhausted(message)
         binding, x = made
         # Pair keys of these callers on X may now be ambiguous (or point at an ended binding): the next
-        # resolution of each reads the database, which sees every binding, and refills them.
+        # resolution of each reads the database, which sees every binding, and refills them. Every refusal
+        # kept for X is outdated too (a new generation), now that the binding is committed.
         self._cache.put(cache_data(binding, x, phones), extension=binding.extension)
         self._cache.drop_pairs(x, [citizen] + ([number_b] if number_b else phones))
         _CREATED.labels(binding.mode).inc()

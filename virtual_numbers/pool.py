@@ -1,7 +1,8 @@
 """The pool of virtual numbers: added, reserved (drained), removed; and its figures.
 
 Draining and removing take the number's row lock (an UPDATE, or SELECT ... FOR UPDATE), as the allocator
-does when it binds on a number: a number cannot be removed while a binding on it is being made.
+does when it binds on a number: a number cannot be removed while a binding on it is being made. After each
+change the cache forgets the refusals it kept for that number (a new generation: virtual_numbers.cache).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from base import metrics
 from orders.caller import mask
 from orders.store import database_errors
+from virtual_numbers.cache import BindingCache
 from virtual_numbers.errors import NumberInUse, UnknownNumber
 from virtual_numbers.models import Binding, VirtualNumber
 from virtual_numbers.parties import require_pool_e164
@@ -31,8 +33,10 @@ _LIVE = metrics.gauge("hotline_virtual_bindings_live", "Live bindings on virtual
 class Pool:
     """The numbers bindings are made on. A number not in the pool is shown masked in errors: it may be anyone's."""
 
-    def __init__(self, session_factory: sessionmaker, *, region: str, clock: Callable[[], datetime]) -> None:
+    def __init__(self, session_factory: sessionmaker, cache: BindingCache, *, region: str,
+                 clock: Callable[[], datetime]) -> None:
         self._session_factory = session_factory
+        self._cache = cache
         self._region = region
         self._clock = clock
 
@@ -45,6 +49,7 @@ class Pool:
                 session.add(VirtualNumber(number=e164, state=ACTIVE, added_at=self._clock()))
             elif row.state != ACTIVE:
                 row.state = ACTIVE
+        self._cache.numbers_changed([e164])
         log.info("virtual numbers: %s is active", e164)
         return self.number(e164)
 
@@ -57,6 +62,7 @@ class Pool:
                                    .values(state=RESERVED)).rowcount
         if not done:
             raise UnknownNumber(f"{mask(e164)} is not in the pool")
+        self._cache.numbers_changed([e164])
         log.info("virtual numbers: %s is reserved (draining)", e164)
         return self.number(e164)
 
@@ -75,6 +81,7 @@ class Pool:
                 raise NumberInUse(f"{e164} still carries {live} live binding(s): reserve it so that no new one "
                                   f"comes, and remove it once they have ended")
             row.state = REMOVED
+        self._cache.numbers_changed([e164])
         log.info("virtual numbers: %s is removed", e164)
         return self.number(e164)
 

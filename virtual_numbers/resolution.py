@@ -1,4 +1,4 @@
-"""Resolving a call to a virtual number by the pair (caller, dialled X [, extension]), and its receipt.
+"""Resolving a call to a virtual number by the pair (caller, dialled X [, extension]).
 
 Never by X alone: the caller must be a party of a live binding on X. The citizen reaches the department
 side (B, else the department phone that last called, else the department's line); a department phone
@@ -8,9 +8,12 @@ Without an extension the caller's party rows on X decide; a department with no p
 extension bindings there is connected when it has exactly one, asked for the extension when it has more.
 A caller who is a party of two bindings on X (a phone two departments share) is refused, not guessed.
 
-Every resolution is recorded once per call id (resolution_records, masked numbers only); a later
-resolution of the same call replaces only an ``extension_required`` record (the caller keyed the
-extension). If the record cannot be written the answer still stands and the failure is logged.
+The fast path is one Redis round trip (virtual_numbers.cache): a connect answer from the binding's
+cached data (checked against the caller), else a refusal the database gave before and that no change on
+X has outdated since, else the database, whose answer refills the cache. Every resolution leaves one
+receipt per call id (virtual_numbers.receipts); with a receipt spool it is written off the call path.
+A connected call's outgoing leg (``dial_target``) finds its target through the call's note in Redis, or
+its receipt: a connected call whose note could not be written has its receipt written before the answer.
 """
 
 from __future__ import annotations
@@ -18,31 +21,25 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from base import metrics
-from orders.caller import mask
-from orders.errors import StorageError
 from orders.models import Department, DepartmentPhone
 from orders.store import database_errors
+from virtual_numbers.cache import BindingCache
 from virtual_numbers.lifecycle import Lifecycle, end_bindings
 from virtual_numbers.lookups import cache_data, department_phones
-from virtual_numbers.cache import BindingCache
-from virtual_numbers.errors import InvalidRequest, ReceiptNotFound
 from virtual_numbers.models import Binding, BindingExtension, BindingParty, ResolutionRecord, VirtualNumber
-from virtual_numbers.parties import caller_e164, department_party, pool_e164
+from virtual_numbers.parties import caller_e164, department_party, masked, pool_e164
+from virtual_numbers.receipts import ReceiptWriter, call_id_of
 from virtual_numbers.views import (AMBIGUOUS, CALL_RECORDED, CONNECTED, DIRECTION_NOT_ALLOWED, ENTER_EXTENSION,
-                                   EXPIRED, EXTENSION, EXTENSION_REQUIRED, HANGUP_BY, NO_DEPARTMENT_PHONE,
-                                   NOT_IN_SERVICE, NUMBER_RESERVED, REMOVED, RESERVED, TO_CITIZEN, TO_DEPARTMENT,
-                                   UNKNOWN_CALLER, UNKNOWN_EXTENSION, UNKNOWN_NUMBER, UNKNOWN_PAIR, Receipt,
-                                   Resolution)
+                                   EXPIRED, EXTENSION, EXTENSION_REQUIRED, NO_DEPARTMENT_PHONE, NOT_IN_SERVICE,
+                                   NUMBER_RESERVED, REFUSALS, REMOVED, RESERVED, TO_CITIZEN, TO_DEPARTMENT,
+                                   UNKNOWN_CALLER, UNKNOWN_EXTENSION, UNKNOWN_NUMBER, UNKNOWN_PAIR, Resolution)
 
 log = logging.getLogger(__name__)
 
@@ -51,36 +48,40 @@ _RESOLUTIONS = metrics.counter("hotline_virtual_resolutions_total",
                                ["outcome", "source"])
 _SECONDS = metrics.histogram("hotline_virtual_resolution_seconds", "Time to resolve a call to a virtual number",
                              ["source"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0))
-_NOT_AUDITED = metrics.counter("hotline_virtual_audit_failures_total", "Resolutions whose record could not be written")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIGITS = re.compile(r"[0-9]{1,8}")
-CALL_ID_MAX = 64
+_RECEIPT_WAIT = 0.2  # seconds the outgoing leg waits at most for another process's receipt
 CITIZEN, DEPARTMENT = "citizen", "department"  # the caller's side of a binding
+#: A refusal's fields kept in the cache (never a number: the receipt's masked numbers come from the call).
+_REFUSAL_FIELDS = ("reason", "announcement", "direction", "binding_id", "ticket_number", "department")
 
 
 class Resolver:
-    def __init__(self, session_factory: sessionmaker, cache: BindingCache, lifecycle: Lifecycle, *, region: str,
-                 local_area_code: str | None, clock: Callable[[], datetime], renew_period: timedelta) -> None:
+    def __init__(self, session_factory: sessionmaker, cache: BindingCache, lifecycle: Lifecycle,
+                 receipts: ReceiptWriter, *, region: str, local_area_code: str | None, clock: Callable[[], datetime],
+                 renew_period: timedelta) -> None:
         self._session_factory = session_factory
         self._cache = cache
         self._lifecycle = lifecycle
+        self._receipts = receipts
         self._region = region
         self._local_area_code = local_area_code
         self._clock = clock
         self.renew_period = renew_period
         # Renewal writes only when it gains this much: a busy binding is not rewritten on every call.
         self._renew_step = max(timedelta(minutes=1), renew_period / 100)
+        self._counters: dict[tuple[str, str], object] = {}
+        self._timers = {source: _SECONDS.labels(source) for source in ("cache", "database", "none")}
 
     def resolve(self, caller: str | None, dialled: str, extension: str | None = None,
                 call_id: str | None = None) -> Resolution:
         started = time.perf_counter()
         now = self._clock()
-        call_id = _call_id(call_id)
+        call_id = call_id_of(call_id)
         x = pool_e164(dialled, self._region)
         c = caller_e164(caller, self._region, self._local_area_code)
         extension = None if extension in (None, "") else str(extension)
-        source = "none"
+        source, noted = "none", False
         if x is None:
             answer = _refused(call_id, UNKNOWN_NUMBER)
         elif c is None:
@@ -88,38 +89,49 @@ class Resolver:
         elif extension is not None and not _DIGITS.fullmatch(extension):
             answer = _refused(call_id, UNKNOWN_EXTENSION, x)
         else:
-            answer, source = self._from_cache(call_id, x, c, extension, now), "cache"
-            if answer is None:
-                answer, source = self._from_database(call_id, x, c, extension, now), "database"
-        self._audit(answer, x or mask(dialled if isinstance(dialled, str) else ""),
-                    mask(c or (caller if isinstance(caller, str) else "")), now)
-        _RESOLUTIONS.labels(answer.reason or CONNECTED, source).inc()
-        _SECONDS.labels(source).observe(time.perf_counter() - started)
+            at = now.timestamp()
+            found = self._cache.lookup(x, c, extension, call_id, at)
+            answer = None if found.data is None else self._from_cache(call_id, x, c, extension, now, at, found.data)
+            if answer is not None:
+                source, noted = "cache", found.noted
+            else:
+                if found.data is not None:  # a live binding that does not connect this caller: refused before?
+                    found = self._cache.refusal(x, c, extension)
+                if found.refusal is not None and (answer := _cached_refusal(call_id, x, found.refusal)) is not None:
+                    source = "cache"
+                else:
+                    answer, noted = self._from_database(call_id, x, c, extension, now, found.generation)
+                    source = "database"
+        self._receipts.record(
+            {"call_id": answer.call_id, "binding_id": answer.binding_id,
+             "virtual_number": x or masked(dialled if isinstance(dialled, str) else "")[:32],
+             "caller_masked": masked(c or (caller if isinstance(caller, str) else ""))[:32],
+             "callee_masked": None if answer.target is None else masked(answer.target),
+             "direction": answer.direction, "outcome": answer.reason or CONNECTED, "started_at": now},
+            now=not (answer.refused or noted))
+        key = (answer.reason or CONNECTED, source)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = _RESOLUTIONS.labels(*key)
+        counter.inc()
+        self._timers[source].observe(time.perf_counter() - started)
         return answer
 
     # -- the fast path -----------------------------------------------------------------------------
 
-    def _from_cache(self, call_id: str, x: str, c: str, extension: str | None, now: datetime) -> Resolution | None:
-        """A connect answer from Redis, or None: anything else (a refusal too) is the database's to say."""
-        data = self._cache.lookup(x, c, extension)
-        if data is None or data["expires"] <= now.timestamp() or data.get("x") != x:
+    def _from_cache(self, call_id: str, x: str, c: str, extension: str | None, now: datetime, at: float,
+                    data: dict) -> Resolution | None:
+        """A connect answer from the binding's cached data, or None: anything else is not the binding
+        entry's to say."""
+        decided = _decide(data, x, c, extension, at)
+        if decided is None:
             return None
-        if extension is not None and data.get("extension") != extension:
-            return None
-        number, phones = data.get("number"), data.get("phones") or []
-        side = _side(c, data["citizen"], number, phones)
-        if side is None or (side == DEPARTMENT and data["mode"] == EXTENSION and extension is None):
-            return None
-        if side == CITIZEN and data["direction"] == TO_CITIZEN:
-            return None
-        target = data["citizen"] if side == DEPARTMENT else _department_target(number, data.get("last"), phones)
-        if target is None:
-            return None
+        side, target = decided
         changes = {}
-        if side == DEPARTMENT and number is None and data.get("last") != c:
+        if side == DEPARTMENT and data.get("number") is None and data.get("last") != c:
             changes["last_department_caller"] = c
-        expires = datetime.fromtimestamp(data["expires"], now.tzinfo)
-        if data["renew"] and now + self.renew_period - expires >= self._renew_step:
+        if data["renew"] and now + self.renew_period - datetime.fromtimestamp(data["expires"], now.tzinfo) \
+                >= self._renew_step:
             changes["expires_at"] = now + self.renew_period
         if changes:
             with database_errors(f"updating binding {data['id']}"), self._session_factory.begin() as session:
@@ -134,7 +146,11 @@ class Resolver:
 
     # -- the database ------------------------------------------------------------------------------
 
-    def _from_database(self, call_id: str, x: str, c: str, extension: str | None, now: datetime) -> Resolution:
+    def _from_database(self, call_id: str, x: str, c: str, extension: str | None, now: datetime,
+                       generation: str | None) -> tuple[Resolution, bool]:
+        """The database's answer, and whether the call's note was written (a connect answer only). The
+        cache is refilled: a connect answer's binding, or the refusal, kept under X's ``generation`` read
+        before the database was."""
         ended, fill = [], None
         with database_errors(f"resolving a call to {x}"), self._session_factory.begin() as session:
             answer, binding, via_pair, phones = self._find(session, call_id, x, c, extension)
@@ -146,10 +162,15 @@ class Resolver:
                     answer = self._connect(session, call_id, x, c, binding, phones, now)
                     if not answer.refused:
                         fill = (cache_data(binding, x, phones), [c] if via_pair else [], binding.extension)
-        self._lifecycle.forget(ended)
+        self._lifecycle.forget(ended)  # a new generation for X: the refusal below is then not kept
         if fill is not None:
-            self._cache.put(fill[0], fill[1], fill[2])
-        return answer
+            return answer, self._cache.put(fill[0], fill[1], fill[2], note=(call_id, now.timestamp(), extension, c))
+        if answer.refused and answer.binding_id is None:
+            # Kept: refusals with no binding of the caller's on X (only a change on X alters them). Not kept:
+            # one about a binding (direction not allowed, no department phone, expired just now), which its
+            # own expiry or its department's phones could change without a new generation for X.
+            self._cache.refuse(x, c, extension, generation, {f: getattr(answer, f) for f in _REFUSAL_FIELDS})
+        return answer, False
 
     def _find(self, session: Session, call_id: str, x: str, c: str, extension: str | None):
         """(refusal or None, the caller's binding on X or None, found by its party rows?, its department's
@@ -228,102 +249,89 @@ class Resolver:
     def dial_target(self, call_id: str, within: timedelta = timedelta(minutes=2)) -> str | None:
         """The real number to dial for call ``call_id``, which ``resolve`` connected less than ``within``
         ago on a binding still live; else None. For the outgoing leg only (asterisk/extensions.conf
-        [hotline-virtual-out]): the caller's leg is given an opaque call id, never the number."""
+        [hotline-virtual-out]): the caller's leg is given an opaque call id, never the number.
+
+        The call's note in Redis (written by the resolution, perhaps in another process) names the binding
+        and the caller: the target is decided again from them, as the resolution did. Without a note (no
+        Redis, or it lost it), the call's receipt in the database says whether it was connected."""
         now = self._clock()
+        call_id = call_id_of(call_id)
+        note = self._cache.note(call_id)
+        if note is not None:
+            if now.timestamp() - note.at >= within.total_seconds() or note.ended:
+                return None
+            if note.data is not None:
+                decided = _decide(note.data, note.data.get("x"), note.caller, note.extension, now.timestamp())
+                return None if decided is None else decided[1]
+            with database_errors(f"reading the target of call {call_id}"), self._session_factory() as session:
+                binding = session.scalars(select(Binding).where(Binding.id == note.binding_id,
+                                                                Binding.ended_at.is_(None),
+                                                                Binding.expires_at > now)).one_or_none()
+                if binding is None:
+                    return None
+                return _database_target(note.caller, binding, department_phones(session, binding.department))
+        self._receipts.flush()  # this process's receipts first: the call may be one of them
+        recorded, target = self._target_from_receipt(call_id, now, within)
+        if not recorded and self._receipts.batched:
+            # Resolved by another process whose writer may hold the receipt for up to its interval: once more.
+            time.sleep(min(2 * self._receipts.interval, _RECEIPT_WAIT))
+            recorded, target = self._target_from_receipt(call_id, now, within)
+        return target
+
+    def _target_from_receipt(self, call_id: str, now: datetime, within: timedelta) -> tuple[bool, str | None]:
+        """(the call has a receipt, the target if it connected less than ``within`` ago on a live binding)."""
         with database_errors(f"reading the target of call {call_id}"), self._session_factory() as session:
             row = session.execute(
-                select(ResolutionRecord.direction, Binding)
-                .join(Binding, Binding.id == ResolutionRecord.binding_id)
-                .where(ResolutionRecord.call_id == _call_id(call_id), ResolutionRecord.outcome == CONNECTED,
-                       ResolutionRecord.started_at >= now - within, Binding.ended_at.is_(None),
-                       Binding.expires_at > now)).one_or_none()
+                select(ResolutionRecord.outcome, ResolutionRecord.started_at, ResolutionRecord.direction, Binding)
+                .outerjoin(Binding, Binding.id == ResolutionRecord.binding_id)
+                .where(ResolutionRecord.call_id == call_id)).one_or_none()
             if row is None:
-                return None
-            direction, binding = row
+                return False, None
+            outcome, started_at, direction, binding = row
+            if outcome != CONNECTED or started_at < now - within or binding is None or binding.ended_at is not None \
+                    or binding.expires_at <= now:
+                return True, None
             if direction == TO_CITIZEN:
-                return binding.citizen_e164
-            return _department_target(binding.department_number, binding.last_department_caller,
-                                      department_phones(session, binding.department))
-
-    # -- receipts ----------------------------------------------------------------------------------
-
-    def _audit(self, answer: Resolution, virtual_number: str, caller_masked: str, now: datetime) -> None:
-        values = dict(call_id=answer.call_id, binding_id=answer.binding_id, virtual_number=virtual_number[:32],
-                      caller_masked=caller_masked[:32], callee_masked=answer.target_masked,
-                      direction=answer.direction, outcome=answer.reason or CONNECTED, started_at=now)
-        try:
-            with database_errors(f"recording call {answer.call_id}"), self._session_factory.begin() as session:
-                dialect = session.get_bind().dialect.name
-                if dialect in ("postgresql", "sqlite"):
-                    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-                    later = {k: v for k, v in values.items() if k not in ("call_id", "started_at")}
-                    session.execute(insert(ResolutionRecord).values(**values).on_conflict_do_update(
-                        index_elements=["call_id"], set_=later,
-                        where=ResolutionRecord.outcome == EXTENSION_REQUIRED))
-                    return
-                record = session.scalars(select(ResolutionRecord)
-                                         .where(ResolutionRecord.call_id == answer.call_id)).one_or_none()
-                if record is None:
-                    session.add(ResolutionRecord(**values))
-                elif record.outcome == EXTENSION_REQUIRED:
-                    for key, value in values.items():
-                        if key != "started_at":
-                            setattr(record, key, value)
-        except StorageError as exc:
-            _NOT_AUDITED.inc()
-            log.error("virtual numbers: call %s (%s) was not recorded: %s", answer.call_id,
-                      answer.reason or CONNECTED, exc)
-
-    def record_call(self, call_id: str, answered_at: datetime | None = None, ended_at: datetime | None = None,
-                    hangup_by: str | None = None) -> Receipt:
-        """Complete a call's receipt with what the switch reports (given fields only)."""
-        changes = {}
-        for name, value in (("answered_at", answered_at), ("ended_at", ended_at)):
-            if value is not None:
-                if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-                    raise InvalidRequest(f"{name} must be a datetime with a time zone")
-                changes[name] = value
-        if hangup_by is not None:
-            if hangup_by not in HANGUP_BY:
-                raise InvalidRequest(f"hangup_by must be one of {', '.join(HANGUP_BY)}")
-            changes["hangup_by"] = hangup_by
-        call_id = _call_id(call_id)
-        with database_errors(f"recording call {call_id}"), self._session_factory.begin() as session:
-            if changes:
-                session.execute(update(ResolutionRecord).where(ResolutionRecord.call_id == call_id).values(**changes))
-            row = session.execute(_RECEIPTS.where(ResolutionRecord.call_id == call_id)).one_or_none()
-        if row is None:
-            raise ReceiptNotFound(f"no call {call_id} was resolved")
-        return _receipt(row)
-
-    def receipts(self, department: str | None = None, ticket_number: str | None = None,
-                 limit: int = 100) -> list[Receipt]:
-        """Newest first; a department sees its bindings' calls only (refusals with no binding: nobody's but
-        a supervisor's, who passes no department)."""
-        query = _RECEIPTS.order_by(ResolutionRecord.started_at.desc(), ResolutionRecord.id.desc()).limit(
-            max(1, min(int(limit), 1000)))
-        if department is not None:
-            query = query.where(Binding.department == department)
-        if ticket_number is not None:
-            query = query.where(Binding.ticket_number == ticket_number)
-        with database_errors("listing call receipts"), self._session_factory() as session:
-            return [_receipt(row) for row in session.execute(query)]
+                return True, binding.citizen_e164
+            return True, _department_target(binding.department_number, binding.last_department_caller,
+                                            department_phones(session, binding.department))
 
 
-_RECEIPTS = (select(ResolutionRecord, Binding.ticket_number, Binding.department)
-             .outerjoin(Binding, Binding.id == ResolutionRecord.binding_id))
+def _decide(data: dict, x: str | None, c: str, extension: str | None, at: float) -> tuple[str, str] | None:
+    """(the caller's side, the target) when a binding's cached data connects caller ``c`` dialling X
+    [with ``extension``] at time ``at``; None when it does not (that is the database's to say)."""
+    if data.get("x") != x or data["expires"] <= at:
+        return None
+    if extension is not None and data.get("extension") != extension:
+        return None
+    number, phones = data.get("number"), data.get("phones") or []
+    side = _side(c, data["citizen"], number, phones)
+    if side is None or (side == DEPARTMENT and data["mode"] == EXTENSION and extension is None):
+        return None
+    if side == CITIZEN and data["direction"] == TO_CITIZEN:
+        return None
+    target = data["citizen"] if side == DEPARTMENT else _department_target(number, data.get("last"), phones)
+    return None if target is None else (side, target)
 
 
-def _receipt(row) -> Receipt:
-    record, ticket_number, department = row
-    return Receipt(record.call_id, record.binding_id, ticket_number, department, record.virtual_number,
-                   record.caller_masked, record.callee_masked, record.direction, record.outcome, record.started_at,
-                   record.answered_at, record.ended_at, record.hangup_by)
+def _database_target(c: str, binding: Binding, phones: list[str]) -> str | None:
+    side = _side(c, binding.citizen_e164, binding.department_number, phones)
+    if side == DEPARTMENT:
+        return binding.citizen_e164
+    if side == CITIZEN and binding.direction != TO_CITIZEN:
+        return _department_target(binding.department_number, binding.last_department_caller, phones)
+    return None
 
 
-def _call_id(call_id: object) -> str:
-    text = _CONTROL.sub("", call_id if isinstance(call_id, str) else "").strip()[:CALL_ID_MAX]
-    return text or uuid.uuid4().hex
+def _cached_refusal(call_id: str, x: str, kept: dict) -> Resolution | None:
+    """A refusal kept in the cache, for this call; None if it is not one (then the database decides)."""
+    reason = kept.get("reason")
+    if reason not in REFUSALS:
+        return None
+    return Resolution(refused=True, reason=reason, announcement=kept.get("announcement") or NOT_IN_SERVICE,
+                      call_id=call_id, virtual_number=x, direction=kept.get("direction"),
+                      binding_id=kept.get("binding_id"), ticket_number=kept.get("ticket_number"),
+                      department=kept.get("department"))
 
 
 def _side(c: str, citizen: str, number: str | None, phones: list[str]) -> str | None:
