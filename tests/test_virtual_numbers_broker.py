@@ -522,25 +522,31 @@ def test_the_cache_answers_while_the_database_is_down_and_says_what_it_could_not
         engine.dispose()
 
 
-def test_a_tombstone_redis_missed_is_delivered_when_it_answers_again(broker, redis_conn, redis_prefix, clock):
+@pytest.fixture
+def flaky_redis(broker, redis_conn, redis_prefix, clock):
+    """(a second broker whose Redis goes through a proxy the test can cut, the proxy)."""
     proxy = TcpProxy("127.0.0.1", redis_conn.connection_pool.connection_kwargs.get("port", 6379))
     proxy.start()
     client = redis_lib.Redis(host="127.0.0.1", port=proxy.port, socket_connect_timeout=0.5, socket_timeout=0.5,
                              retry=Retry(NoBackoff(), 0))
     try:
-        flaky = make_broker(broker.bindings._session_factory, client, redis_prefix, clock, redis_pause=0.0)
-        flaky.add_number(X1)
-        view = flaky.bind("2026120100001", A, "water")
-        assert flaky.resolve(W1, X1).target == A  # cached
-        proxy.stop()
-        flaky.revoke(view.id)  # the tombstone cannot reach Redis: owed
-        proxy.start()
-        assert broker.resolve(W1, X1).target == A  # another process still reads the stale entry...
-        assert flaky.resolve(W2, X1).reason == "revoked"  # ...until this one uses Redis again and pays its debt
-        assert broker.resolve(W1, X1).reason == "revoked"
+        yield make_broker(broker.bindings._session_factory, client, redis_prefix, clock, redis_pause=0.0), proxy
     finally:
         client.close()
         proxy.stop()
+
+
+def test_a_tombstone_redis_missed_is_delivered_when_it_answers_again(broker, flaky_redis):
+    flaky, proxy = flaky_redis
+    flaky.add_number(X1)
+    view = flaky.bind("2026120100001", A, "water")
+    assert flaky.resolve(W1, X1).target == A  # cached
+    proxy.stop()
+    flaky.revoke(view.id)  # the tombstone cannot reach Redis: owed
+    proxy.start()
+    assert broker.resolve(W1, X1).target == A  # another process still reads the stale entry...
+    assert flaky.resolve(W2, X1).reason == "revoked"  # ...until this one uses Redis again and pays its debt
+    assert broker.resolve(W1, X1).reason == "revoked"
 
 
 # -- receipts -----------------------------------------------------------------------------------------------

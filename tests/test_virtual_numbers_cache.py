@@ -8,12 +8,10 @@ from datetime import timedelta
 
 import pytest
 import redis as redis_lib
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from base import metrics
 from base.db import make_engine, make_session_factory
-from tests.orders_fixtures import TcpProxy, unreachable_database_url
+from tests.orders_fixtures import unreachable_database_url
 from tests.test_virtual_numbers_broker import (  # noqa: F401
     A,
     C,
@@ -25,6 +23,7 @@ from tests.test_virtual_numbers_broker import (  # noqa: F401
     answer,
     broker,
     clock,
+    flaky_redis,
     make_broker,
     number_forms,
     world,
@@ -176,26 +175,17 @@ def test_a_lost_generation_outdates_every_kept_refusal(broker, redis_conn):  # n
     assert from_("database") == database + 1  # read again, never taken from a refusal of another generation
 
 
-def test_a_new_generation_redis_missed_is_sent_before_it_is_used_again(broker, redis_conn, redis_prefix,  # noqa: F811
-                                                                       clock):
-    proxy = TcpProxy("127.0.0.1", redis_conn.connection_pool.connection_kwargs.get("port", 6379))
+def test_a_new_generation_redis_missed_is_sent_before_it_is_used_again(broker, flaky_redis):  # noqa: F811
+    flaky, proxy = flaky_redis
+    flaky.add_number(X1)
+    flaky.bind("2026120100001", A, "water")
+    assert flaky.resolve(C, X1).reason == "unknown_pair"  # kept
+    proxy.stop()
+    flaky.bind("2026120100002", C, "sewer")  # X1's new generation cannot reach Redis: owed
     proxy.start()
-    client = redis_lib.Redis(host="127.0.0.1", port=proxy.port, socket_connect_timeout=0.5, socket_timeout=0.5,
-                             retry=Retry(NoBackoff(), 0))
-    try:
-        flaky = make_broker(broker.bindings._session_factory, client, redis_prefix, clock, redis_pause=0.0)
-        flaky.add_number(X1)
-        flaky.bind("2026120100001", A, "water")
-        assert flaky.resolve(C, X1).reason == "unknown_pair"  # kept
-        proxy.stop()
-        flaky.bind("2026120100002", C, "sewer")  # X1's new generation cannot reach Redis: owed
-        proxy.start()
-        assert broker.resolve(C, X1).reason == "unknown_pair"  # another process still reads the old refusal...
-        assert flaky.resolve(C, X1).target == "+8675583340001"  # ...until this one uses Redis and pays its debt
-        assert broker.resolve(C, X1).target == "+8675583340001"
-    finally:
-        client.close()
-        proxy.stop()
+    assert broker.resolve(C, X1).reason == "unknown_pair"  # another process still reads the old refusal...
+    assert flaky.resolve(C, X1).target == "+8675583340001"  # ...until this one uses Redis and pays its debt
+    assert broker.resolve(C, X1).target == "+8675583340001"
 
 
 def test_refusals_off_keeps_none(world, redis_conn, redis_prefix, clock):  # noqa: F811
