@@ -45,3 +45,33 @@ def test_the_figures_are_rebuilt_from_a_queue_log_and_shown(run):
 
 def test_the_queue_watch_needs_an_ami_secret(run):
     _refused(run("ami"), "ami_secret")
+
+
+def test_hotline_ami_logs_in_with_events_on_and_stops_on_sigterm(tmp_path):
+    """The queue watch as its own process: it logs in (events on), resyncs, and SIGTERM stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.ami_peer import AmiPeer
+    from tests.test_queue_watch import queue_status
+
+    with AmiPeer(secret="cli-secret") as peer:
+        peer.script["QueueStatus"] = queue_status()
+        env = dict(os.environ, HOTLINE_DATA_DIR=str(tmp_path), HOTLINE_DATABASE_URL="", HOTLINE_REDIS_URL="",
+                   HOTLINE_CONFIG="", HOTLINE_AMI_SECRET="cli-secret", HOTLINE_AMI_PORT=str(peer.port),
+                   HOTLINE_LOG_LEVEL="WARNING")
+        subprocess.run([sys.executable, "-m", "hotline.cli", "db", "upgrade"], env=env, check=True,
+                       capture_output=True, timeout=120)
+        proc = subprocess.Popen([sys.executable, "-m", "hotline.cli", "ami"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert peer.wait_for(lambda: peer.received("QueueStatus"), 60), "no resync after login"
+            assert peer.login_events == ["on"]
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0, output.decode(errors="replace")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
