@@ -143,15 +143,12 @@ class QueueWatch:
     # --- call-backs ----------------------------------------------------------------------------------------
 
     def free_agents(self) -> list[FreeAgent]:
-        """Agents available now (not paused, not on a call), with their phones and queues."""
-        free = []
-        for state in self.services.presence.all_states():
-            if state.state != "available":
-                continue
-            agent = self.services.agents.get(state.code)
-            if agent is not None and agent.active:
-                free.append(FreeAgent(agent.code, agent.interface, frozenset(state.queues)))
-        return free
+        """Agents available now (not paused, not on a call), with their phones and queues. A queue member
+        Asterisk has but the agents' store does not (a static member, one added by hand) is never rung."""
+        agents = {agent.code: agent for agent in self.services.agents.list(include_inactive=False)}
+        return [FreeAgent(code, agents[code].interface, frozenset(state.queues))
+                for state in self.services.presence.all_states()
+                if state.state == "available" and (code := state.code) in agents]
 
     def offer_call_backs(self) -> int:
         """One round: missed calls kept while the database was away are recorded, then due call-backs

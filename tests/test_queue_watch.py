@@ -138,6 +138,19 @@ def test_a_missed_call_is_called_back_by_a_free_agent_and_each_step_lands_on_the
     assert [e.details["step"] for e in steps] == ["offered", "answered_by_agent", "answered"]
 
 
+def test_a_free_member_the_agents_store_does_not_know_is_skipped_not_a_stop(peer, watch, services):
+    peer.push(event("QueueMemberAdded", ("Queue", "hotline-zh"), ("Interface", "SIP/static9"),
+                    ("MemberName", "Static Nine"), ("StateInterface", "SIP/static9"), ("Membership", "static"),
+                    ("Penalty", "0"), ("Paused", "0"), ("Status", "1")))
+    assert wait_until(lambda: services.presence.state("Static Nine").state.value == "available")
+    assert [a.code for a in watch.free_agents()] == ["1001"]
+    peer.push(event("QueueCallerAbandon", ("Queue", "hotline-zh"), ("Uniqueid", "1795846650.1"),
+                    ("CallerIDNum", "13812345670"), ("Position", "1"), ("OriginalPosition", "1"), ("HoldTime", "9")))
+    assert wait_until(lambda: len(services.call_backs.listing()) == 1)
+    assert watch.offer_call_backs() == 1
+    assert [a.get("Channel") for a in peer.received("Originate")] == ["PJSIP/agent1001"]
+
+
 def test_no_free_agent_means_no_call_and_the_missed_call_waits(peer, watch, services):
     peer.push(event("QueueMemberPause", ("Queue", "hotline-zh"), ("Interface", "PJSIP/agent1001"),
                     ("MemberName", "1001"), ("Paused", "1"), ("PausedReason", "lunch")))
