@@ -236,7 +236,8 @@ class TicketWriter:
                 elif not self._closed and (waiting is not None or len(self._pending) < self._queue_size):
                     self._pending[snapshot.number] = snapshot if waiting is None else _newest(waiting, snapshot)
                     self._start_workers()
-                    self._cond.notify()
+                    if self._may_start_batch():  # else the batch in flight wakes a worker when it ends
+                        self._cond.notify()
                     return
                 else:
                     reason = "the writer is closed" if self._closed else "the save queue is full"
@@ -269,7 +270,7 @@ class TicketWriter:
         token = threading.get_ident()
         while True:
             with self._cond:
-                while not (numbers := self._ready()):
+                while not (self._may_start_batch() and (numbers := self._ready())):
                     if self._closed and not self._pending:
                         return  # closed and nothing left
                     self._cond.wait()
@@ -285,6 +286,15 @@ class TicketWriter:
                     self._in_flight.pop(token, None)
                     self._numbers_in_flight.difference_update(numbers)
                     self._cond.notify_all()
+
+    def _may_start_batch(self) -> bool:  # with self._cond held
+        """Whether a worker should take a batch now: when none is being saved, or when a full batch waits.
+
+        Snapshots that arrive while a batch is saved wait for the next one, so under load the batches
+        grow (one statement per kind of write for the whole batch) instead of every save waking a worker
+        for a batch of one; the other workers join only when a full batch is waiting (a slow database).
+        """
+        return not self._in_flight or len(self._pending) >= BATCH_SIZE
 
     def _ready(self) -> list[str]:  # with self._cond held
         """Up to BATCH_SIZE waiting tickets, oldest first, that no other worker is saving now."""

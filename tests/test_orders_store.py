@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from base.db import make_engine, make_session_factory
@@ -299,3 +302,106 @@ def test_a_batch_on_an_unreachable_database_is_unavailable(tmp_path, database_ur
     down = TicketStore(make_session_factory(make_engine(unreachable_database_url(database_url, tmp_path))))
     with pytest.raises(StorageUnavailable):
         down.save_many([make_snapshot("2026112800321"), make_snapshot("2026112800322")])
+
+
+def _statements(store):
+    """A list that collects every SQL statement the store's engine runs from now on."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(store._engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def test_a_batch_of_distinct_tickets_costs_a_few_statements_not_some_per_ticket(store):
+    openings = [make_snapshot(f"20261128004{i:02d}") for i in range(32)]
+    seen = _statements(store)
+    store.save_many(openings)
+    assert len(seen) <= 4, seen  # read the rows, check the calls, insert the tickets, insert the calls
+    closings = [s.next(T0 + timedelta(seconds=30), status="queued", outcome="routed", ended_at=T0 + timedelta(seconds=30))
+                for s in openings]
+    seen.clear()
+    store.save_many(closings)
+    assert len(seen) <= 3, seen  # read the rows, update the tickets, update their calls
+    view = store.get("2026112800431")
+    assert (view.revision, view.status, view.call.outcome) == (2, "queued", "routed")
+
+
+def test_a_batch_whose_ticket_lost_its_call_record_gives_way_to_one_by_one(store, session_factory):
+    from orders.errors import BatchNotApplied
+
+    first = make_snapshot("2026112800501")
+    store.save(first)
+    with session_factory.begin() as session:
+        session.execute(CallRecord.__table__.delete())
+    with pytest.raises(BatchNotApplied):
+        store.save_many([make_snapshot("2026112800502"), first.next(status="queued", outcome="routed")])
+    assert store.get("2026112800502") is None  # rolled back: the writer then saves each alone
+    store.save(first.next(status="queued", outcome="routed"))
+    assert store.get("2026112800501").call.outcome == "routed"
+
+
+def test_a_batch_with_a_call_that_already_has_its_ticket_gives_way(store):
+    from orders.errors import BatchNotApplied
+
+    store.save(make_snapshot("2026112800511", uniqueid="1764297000.77"))
+    with pytest.raises(BatchNotApplied):
+        store.save_many([make_snapshot("2026112800512", uniqueid="1764297000.77")])
+
+
+_STATUSES = ["in_ivr", "queued", "abandoned_in_ivr", "dispatched", "closed"]
+
+
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 4), st.sampled_from(_STATUSES), st.booleans()),
+                      min_size=1, max_size=14),
+       cuts=st.lists(st.integers(1, 5), min_size=1, max_size=14))
+def test_batches_end_where_saving_one_by_one_ends(store, steps, cuts):
+    """Property: the writer's way (save_many, falling back to one by one) stores what saving each snapshot
+    in order stores, whatever the mix of new tickets, newer and older revisions and call-less tickets
+    (ticket 0 has no call record)."""
+    from orders.errors import BatchNotApplied
+
+    run = next(_RUNS)
+
+    def snapshot(way: str, ticket: int, revision: int, status: str, confidential: bool):
+        number = f"2026{run % 10000:04d}{way}{ticket}"
+        when = T0 + timedelta(seconds=revision)
+        values = dict(status=status, confidential=confidential, updated_at=when, category=f"c{revision}",
+                      ivr_path=f"p{revision}", uniqueid=f"{number}.{ticket}" if ticket else None)
+        if values["uniqueid"] is None:
+            values.update(linkedid=None, call_channel=None, dialed_number=None)
+        else:
+            values.update(outcome="routed" if revision > 1 else None, ended_at=when if revision > 2 else None)
+        return make_snapshot(number, revision=revision, **values)
+
+    for way in "12":
+        snapshots = [snapshot(way, *step) for step in steps]
+        if way == "1":
+            for snap in snapshots:
+                store.save(snap)
+            continue
+        i = 0
+        for cut in cuts * len(snapshots):
+            batch, i = snapshots[i:i + cut], i + cut
+            if not batch:
+                break
+            try:
+                store.save_many(batch)
+            except BatchNotApplied:
+                for snap in batch:
+                    store.save(snap)
+
+    def stored(way: str):
+        out = {}
+        for ticket in range(3):
+            view = store.get(f"2026{run % 10000:04d}{way}{ticket}")
+            out[ticket] = None if view is None else (
+                view.revision, view.status, view.confidential, view.category, view.ivr_path, view.updated_at,
+                view.channel, [(c.outcome, c.ended_at) for c in view.calls])
+        return out
+
+    assert stored("2") == stored("1")
+
+
+_RUNS = itertools.count(random.randrange(10000))
