@@ -9,7 +9,9 @@ Prints, all measured in this run:
     (``python -m hotline.classic_agi`` over stdin/stdout, what ``AGI(script.py)`` costs Asterisk);
   * the ratio of the two;
   * a bare FastAGI responder (bench/bare_agi.py: the same dialogue, no IVR, no storage, one process per
-    core like ours) and the project's completed calls per second as a share of it;
+    core like ours) and the project's completed calls per second as a share of it; the run stops first if
+    the two dialogues differ for any caller of the run; the share against the responder's earlier,
+    shorter fixed dialogue is printed beside it;
   * a surge at twice the measured capacity (open loop: calls arrive at 2x the throughput whether or not
     earlier ones finished): p99 of the command wait of the calls served, and how many were shed
     (closed at once, so the dialplan's fallback queues them) or failed.
@@ -35,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agi_scripts.simulator import Caller, place_classic_call  # noqa: E402
+from agi_scripts.simulator import Caller, place_call, place_classic_call  # noqa: E402
 from bench import callers  # noqa: E402
 from bench.callers import KEYS  # noqa: E402
 
@@ -59,6 +61,25 @@ def classic_phase(env: dict, calls: int, budget: float) -> tuple[int, float]:
                    for _ in range(calls)]
         done = sum(1 for f in futures if f.result())
     return done, time.monotonic() - started
+
+
+def dialogue(port: int, keys: list[str]) -> list[str]:
+    """What a server sends for one call with these key presses, without the values: each command's verb,
+    and the variable it sets or reads (the ticket number, a sound or the priority may differ, the round
+    trips may not)."""
+    result = place_call(Caller(number="13800138000", keys=list(keys)), port=port, timeout=30)
+    commands = [line[4:].replace('"', "").split() for line in result.transcript if line.startswith(">>> ")]
+    return [" ".join(words[:3] if words[1:2] == ["VARIABLE"] else words[:2]) for words in commands]
+
+
+def check_same_dialogue(port: int, bare_port: int) -> None:
+    """Refuse to measure when the bare responder's dialogue is not the hotline's for every caller of the run:
+    a shorter one would make the hotline's share look worse than its work is, a longer one better."""
+    for keys in KEYS:
+        ours, bare = dialogue(port, keys), dialogue(bare_port, keys)
+        if ours != bare:
+            raise SystemExit(f"the bare responder's dialogue differs from the hotline's for keys {keys}:\n"
+                             f"  hotline: {ours}\n  bare:    {bare}\nupdate bench/bare_agi.py")
 
 
 def free_port() -> int:
@@ -108,7 +129,7 @@ def main() -> None:
     args = ap.parse_args()
 
     port = args.port or free_port()
-    bare_port = free_port()
+    bare_port, fixed_port = free_port(), free_port()
 
     data_dir = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
     env = dict(os.environ, HOTLINE_DATA_DIR=str(data_dir), HOTLINE_AGI_PORT=str(port), HOTLINE_AGI_METRICS_PORT="0",
@@ -126,24 +147,30 @@ def main() -> None:
                    stdout=subprocess.DEVNULL)
     server = subprocess.Popen([sys.executable, "-m", "hotline.cli", "agi"], env=env, cwd=ROOT)
     bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_agi.py"), "--port", str(bare_port)], cwd=ROOT)
+    fixed = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_agi.py"), "--port", str(fixed_port),
+                              "--fixed"], cwd=ROOT)
     try:
         wait_for_port(port, server)
         wait_for_port(bare_port, bare)
+        wait_for_port(fixed_port, fixed)
+        check_same_dialogue(port, bare_port)
         callers.run(port, calls=100, lanes=10, budget=30)  # warm-up: imports, connection pools
         callers.run(bare_port, calls=100, lanes=10, budget=30)
+        callers.run(fixed_port, calls=100, lanes=10, budget=30)
 
         hold = callers.run(port, calls=args.hold, rate=args.hold / args.ramp, think=args.think, budget=args.budget)
         # The hotline and the bare responder take turns, so that the machine's mood swings hit both alike;
         # the share is the median of the turns' ratios.
-        fast_runs, bare_runs = [], []
+        fast_runs, bare_runs, fixed_runs = [], [], []
         for _ in range(args.repeat):
             fast_runs.append(callers.run(port, calls=args.calls, lanes=args.concurrency, budget=args.budget))
             bare_runs.append(callers.run(bare_port, calls=args.calls, lanes=args.concurrency, budget=args.budget))
+            fixed_runs.append(callers.run(fixed_port, calls=args.calls, lanes=args.concurrency, budget=args.budget))
         capacity = statistics.median(run.rate for run in fast_runs)
         surge_calls = int(2 * capacity * args.surge_seconds)
         surge = callers.run(port, calls=surge_calls, rate=2 * capacity, budget=args.budget)
     finally:
-        for process in (server, bare):
+        for process in (server, bare, fixed):
             process.terminate()
             process.wait(timeout=30)
     classic_runs = [classic_phase(env, args.classic_calls, args.budget) for _ in range(args.repeat)]
@@ -168,6 +195,11 @@ def main() -> None:
           f"median {statistics.median(bare_rates):.0f} calls/s ({', '.join(f'{r:.0f}' for r in bare_rates)}); the "
           f"hotline reaches a median {statistics.median(shares):.2f} of it ({', '.join(f'{r:.2f}' for r in shares)}; "
           f"goal: >= 0.5)")
+    fixed_rates = [run.rate for run in fixed_runs]
+    fixed_shares = [fast / other for fast, other in zip(fast_rates, fixed_rates)]
+    print(f"            the same responder with the fixed 8-command dialogue it sent before it followed the "
+          f"hotline's (the hotline sends 9, or 11 for English): median {statistics.median(fixed_rates):.0f} calls/s; "
+          f"share {statistics.median(fixed_shares):.2f} ({', '.join(f'{r:.2f}' for r in fixed_shares)})")
     print(f"surge:      {2 * capacity:.0f} calls/s offered for {args.surge_seconds:.0f} s (2x the median throughput; "
           f"{surge.arrivals} arrived over {surge.arrival_span:.1f} s): {surge.served} served, {surge.shed} shed to "
           f"the dialplan's fallback, {surge.failed} failed; command wait of the served p50 {ms(surge.waits, 0.5)}, "
