@@ -85,6 +85,7 @@ class Settings:
     ticket_db_pause: float = 5.0  # after the database failed a save, saves go to the spool this long
     ticket_spool_replay_seconds: float = 2.0  # how often a process replays its spool while it holds tickets
     ticket_redis_pause: float = 10.0  # after Redis failed, ticket numbers come from the database this long
+    ticket_number_block: int = 16  # per process: Redis ticket numbers taken at a time (1: one per call, in order)
     stale_call_margin_seconds: float = 30.0  # a ticket in_ivr this long past agi_session_timeout lost its handler
     stale_call_check_seconds: float = 15.0  # how often the worker looks for such tickets
 
@@ -223,6 +224,8 @@ def _check(s: Settings) -> None:
         _check_redis_url(s.redis_url)
     if not 0 <= s.node_id <= 99:
         raise ConfigError(f"node_id must be a whole number from 0 to 99, got {s.node_id}")
+    if not 1 <= s.ticket_number_block <= 100:
+        raise ConfigError(f"ticket_number_block must be a whole number from 1 to 100, got {s.ticket_number_block}")
     if s.agi_processes < 0:
         raise ConfigError(f"agi_processes must be 0 (one per CPU core) or more, got {s.agi_processes}")
     for name in ("web_threads", "ticket_io_threads", "web_max_body_bytes", "web_live_streams"):

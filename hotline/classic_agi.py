@@ -7,6 +7,7 @@ one process per call, so this is far slower than FastAGI (see bench/agi_calls.py
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 
@@ -20,7 +21,8 @@ from hotline.services import build_services
 
 
 def main() -> int:
-    settings = load_settings()
+    # One process per call: a block of ticket numbers would leave all but one unused at every call.
+    settings = dataclasses.replace(load_settings(), ticket_number_block=1)
     configure_logging(settings.log_level, settings.log_format)  # stderr: Asterisk logs it, stdout is AGI's
     transport = LineTransport(sys.stdin.buffer, sys.stdout.buffer)
     services = build_services(settings)

@@ -101,7 +101,7 @@ class Services:
         s = self.settings
         return TicketNumberAllocator(self.redis, self.session_factory, spool=self.writer.spool,
                                      local_dir=s.data_dir / "ticket-numbers", node_id=s.node_id,
-                                     redis_pause=s.ticket_redis_pause)
+                                     redis_pause=s.ticket_redis_pause, block=s.ticket_number_block)
 
     @functools.cached_property
     def agents(self) -> AgentStore:

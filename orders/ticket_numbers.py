@@ -4,8 +4,11 @@
 
 Where the sequence comes from, in this order:
 
-* Normally Redis: an INCR on ``<prefix>ticket-seq:YYYYMMDD`` (kept a few days), in a Lua script that
-  only counts on a key that exists. A missing key (a new day, or a Redis that lost its data) is first
+* Normally Redis: an INCRBY on ``<prefix>ticket-seq:YYYYMMDD`` (kept a few days), in a Lua script that
+  only counts on a key that exists. Each process takes a *block* of ``block`` numbers at a time and hands
+  them out itself, so Redis is asked once per block, not once per call (bench/agi_calls.py: the round
+  trip cost the call path more than any other storage step). Numbers are therefore unique but not in
+  the order of the calls across processes, and a process that exits leaves the rest of its block unused. A missing key (a new day, or a Redis that lost its data) is first
   seeded from the highest number of that day in the database (and the spool, and this process), with
   SET NX so that one seed wins. When numbers exist already, the seed skips ``reseed_gap`` numbers ahead:
   numbers handed out just before Redis lost its data may belong to tickets not written yet.
@@ -25,7 +28,8 @@ first use of a day, after any Redis error and after Redis restarted (its ``run_i
 may have lost writes or restored an old state). The Lua script takes the floor: an INCR that comes out at
 or below it (a Redis back from an old state, or empty and seeded too low) jumps the counter to floor +
 ``reseed_gap`` atomically, and the jump is logged. After a detected restart the first number must also
-clear the floor by ``reseed_gap`` (numbers handed out by other processes and not written yet).
+clear the floor by ``reseed_gap`` (numbers handed out by other processes and not written yet, their
+blocks included: ``reseed_gap`` must exceed the processes' blocks together, which the defaults do by far).
 Run Redis with AOF persistence all the same (hotline.redis_conn does for the embedded one).
 
 After a Redis failure the allocator numbers without Redis for ``redis_pause`` seconds before it tries
@@ -69,14 +73,15 @@ MAX_NODE_ID = 10**NODE_DIGITS - 1
 KEY_TTL_SECONDS = 4 * 24 * 3600
 DEFAULT_RESEED_GAP = 1000
 DEFAULT_REDIS_PAUSE = 10.0
+MAX_BLOCK = 100  # far below DEFAULT_RESEED_GAP: a block never reaches past what a reseed skips
 
 _TICKET_NUMBER = re.compile(r"(20[0-9]{2})(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{5,7}")
 
-# KEYS[1]: the day's counter. ARGV: floor, gap, TTL, the run_id last seen ('' for none). A server that
-# refuses INFO in scripts gives no run_id: restarts then go unnoticed, the floor still holds.
+# KEYS[1]: the day's counter. ARGV: floor, gap, TTL, the run_id last seen ('' for none), block size. A server
+# that refuses INFO in scripts gives no run_id: restarts then go unnoticed, the floor still holds.
 # Returns {status, value, run_id}: status 0 counted, 1 key missing (seed it first), 2 Redis restarted since
-# the run_id given (nothing counted: raise the floor first), 3 counted but at or below the floor, so
-# the counter jumped to floor + gap (value).
+# the run_id given (nothing counted: raise the floor first), 3 counted but the block reached down to the
+# floor, so the counter jumped to floor + gap + block - 1. value: the last number of the block taken.
 _NEXT_SEQUENCE = """
 local ok, info = pcall(redis.call, 'INFO', 'server')
 local run_id = ''
@@ -90,9 +95,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     return {1, 0, run_id}
 end
 local floor = tonumber(ARGV[1])
-local value = redis.call('INCR', KEYS[1])
-if value <= floor then
-    value = floor + tonumber(ARGV[2])
+local block = tonumber(ARGV[5])
+local value = redis.call('INCRBY', KEYS[1], block)
+if value - block < floor then
+    value = floor + tonumber(ARGV[2]) + block - 1
     redis.call('SET', KEYS[1], value, 'EX', tonumber(ARGV[3]))
     return {3, value, run_id}
 end
@@ -151,6 +157,7 @@ class TicketNumberAllocator:
     ``spool`` (a SnapshotSpool or its path): the ticket spool, whose numbers count in the floor.
     ``local_dir``: where the local counter keeps its files (None: no local counter, so with Redis and the
     database both down no number can be given). ``node_id``: this host's two-digit id in the local range.
+    ``block``: how many Redis numbers this allocator takes at a time (1: one per call, in call order).
     """
 
     def __init__(
@@ -167,9 +174,14 @@ class TicketNumberAllocator:
         local_dir: str | os.PathLike[str] | None = None,
         node_id: int = 0,
         db_pause: float | None = None,
+        block: int = 1,
     ) -> None:
         if isinstance(node_id, bool) or not isinstance(node_id, int) or not 0 <= node_id <= MAX_NODE_ID:
             raise ValueError(f"node_id must be a whole number from 0 to {MAX_NODE_ID}, got {node_id!r}")
+        if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= MAX_BLOCK:
+            raise ValueError(f"block must be a whole number from 1 to {MAX_BLOCK}, got {block!r}")
+        self._block = block
+        self._held: tuple[str, int, int] | None = None  # (day, next, last) of the Redis block in hand
         self._redis = redis_client
         self._redis_pause = redis_pause
         self._db_pause = redis_pause if db_pause is None else db_pause
@@ -206,6 +218,11 @@ class TicketNumberAllocator:
     def next(self, now: datetime) -> str:
         """A new ticket number for a ticket opened at ``now``."""
         day = self.day_of(now)
+        with self._lock:
+            held = self._held
+            if held is not None and held[0] == day and held[1] <= held[2]:
+                self._held = (day, held[1] + 1, held[2])
+                return f"{day}{held[1]:0{SEQUENCE_DIGITS}d}"
         problems: list[str] = []
         if self._clock() < self._redis_retry_at:
             problems.append("Redis paused after a failure")
@@ -222,7 +239,10 @@ class TicketNumberAllocator:
                 problems.append("Redis counter unchecked")
             else:
                 if sequence is not None and sequence <= MAX_SEQUENCE:
-                    return f"{day}{sequence:0{SEQUENCE_DIGITS}d}"
+                    first = sequence - self._block + 1
+                    with self._lock:  # a block another thread took meanwhile is dropped: a gap, never a repeat
+                        self._held = (day, first + 1, sequence)
+                    return f"{day}{first:0{SEQUENCE_DIGITS}d}"
                 log.error("ticket numbers: no usable Redis sequence for %s, numbering without Redis", day)
                 problems.append("no usable Redis sequence")
         number = self._next_from_database(day, problems)
@@ -269,7 +289,7 @@ class TicketNumberAllocator:
         return None  # the key vanished again and again: something else deletes it
 
     def _run_script(self, key: str, floor: int, gap: int) -> tuple[int, int, str]:
-        result = self._next_sequence(keys=[key], args=[floor, gap, KEY_TTL_SECONDS, self._run_id])
+        result = self._next_sequence(keys=[key], args=[floor, gap, KEY_TTL_SECONDS, self._run_id, self._block])
         status, value, run_id = result
         if isinstance(run_id, bytes):
             run_id = run_id.decode("ascii", "replace")

@@ -252,6 +252,11 @@ def test_the_classic_process_per_call_script_runs_the_same_handler(settings, eng
     assert (v["HOTLINE_QUEUE"], v["HOTLINE_LANG"]) == ("hotline-en", "en")
     ticket = TicketStore(session_factory).get(v["HOTLINE_TICKET"])
     assert ticket is not None and ticket.status == "queued" and ticket.category == "traffic"
+    # A process per call takes one number, not a block it would leave unused: the next call's is the next.
+    again, status, stderr = place_classic_call([sys.executable, "-m", "hotline.classic_agi"],
+                                               Caller(number="13500135001", keys=["1", "1"]), env)
+    assert status == 0, stderr
+    assert int(again.variables["HOTLINE_TICKET"].strip('"')) == int(v["HOTLINE_TICKET"]) + 1
 
 
 def test_a_session_past_its_time_budget_still_queues_the_caller(settings, engine, session_factory, redis_conn):

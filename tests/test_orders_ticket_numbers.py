@@ -189,6 +189,54 @@ def test_a_counter_set_back_below_what_was_handed_out_jumps_ahead(allocator, red
     assert 0 < redis_conn.ttl(redis_prefix + "ticket-seq:20261128") <= KEY_TTL_SECONDS
 
 
+# -- blocks: a process takes several Redis numbers at a time ---------------------------------------------
+
+
+def _counting_script(allocator):
+    """Count the allocator's trips to Redis."""
+    calls = []
+    script = allocator._next_sequence
+    allocator._next_sequence = lambda **kw: calls.append(1) or script(**kw)
+    return calls
+
+
+def test_a_block_is_handed_out_without_asking_redis_again(redis_conn, redis_prefix, session_factory):
+    allocator = TicketNumberAllocator(redis_conn, session_factory, key_prefix=redis_prefix, block=4)
+    trips = _counting_script(allocator)
+    assert [allocator.next(NOW) for _ in range(9)] == [f"20261128{i:05d}" for i in range(1, 10)]
+    assert len(trips) == 4  # the new day's counter is seeded first, then 1-4, 5-8, 9-12
+    assert int(redis_conn.get(redis_prefix + "ticket-seq:20261128")) == 12
+
+
+def test_processes_with_blocks_never_share_a_number(redis_conn, redis_prefix, session_factory):
+    a, b = (TicketNumberAllocator(redis_conn, session_factory, key_prefix=redis_prefix, block=3) for _ in range(2))
+    given = [x.next(NOW) for _ in range(7) for x in (a, b)]
+    assert len(set(given)) == len(given) == 14
+    assert given[:4] == ["2026112800001", "2026112800004", "2026112800002", "2026112800005"]  # unique, not in order
+
+
+def test_a_new_day_takes_a_new_block(redis_conn, redis_prefix, session_factory):
+    allocator = TicketNumberAllocator(redis_conn, session_factory, key_prefix=redis_prefix, block=5)
+    assert allocator.next(NOW) == "2026112800001"
+    tomorrow = datetime(2026, 11, 28, 16, 0, tzinfo=timezone.utc)
+    assert [allocator.next(tomorrow) for _ in range(2)] == ["2026112900001", "2026112900002"]
+    assert allocator.next(NOW) == "2026112800006"  # back to the 28th (a late call): a fresh block, a gap, no repeat
+
+
+def test_a_block_below_the_floor_jumps_whole(redis_conn, redis_prefix, session_factory, caplog):
+    allocator = TicketNumberAllocator(redis_conn, session_factory, key_prefix=redis_prefix, block=4)
+    assert [allocator.next(NOW) for _ in range(8)][-1] == "2026112800008"
+    redis_conn.set(redis_prefix + "ticket-seq:20261128", 6)  # back from an old state: 7-10 would repeat 7 and 8
+    assert [allocator.next(NOW) for _ in range(5)] == [f"20261128{i:05d}" for i in range(1008, 1013)]
+    assert "jumped to 1011" in caplog.text
+
+
+@pytest.mark.parametrize("block", [0, 101, True, 2.5])
+def test_a_block_size_out_of_range_is_refused(redis_conn, session_factory, block):
+    with pytest.raises(ValueError, match="block"):
+        TicketNumberAllocator(redis_conn, session_factory, block=block)
+
+
 def test_the_spool_counts_in_the_floor(redis_conn, redis_prefix, session_factory, tmp_path):
     from orders.spool import SnapshotSpool
 
@@ -218,13 +266,13 @@ def _stream(allocators, spool, count, numbers, lock, stop):
         time.sleep(0.002)
 
 
-def _two_processes(server, session_factory, tmp_path, reseed_gap=10):
+def _two_processes(server, session_factory, tmp_path, reseed_gap=10, block=1):
     from orders.spool import SnapshotSpool
 
     spool = SnapshotSpool(tmp_path / "spool" / "tickets.jsonl")
     allocators = [
         TicketNumberAllocator(server.client(retry=Retry(NoBackoff(), 1)), session_factory, key_prefix="t:",
-                              reseed_gap=reseed_gap, redis_pause=0.05, spool=spool.path)
+                              reseed_gap=reseed_gap, redis_pause=0.05, spool=spool.path, block=block)
         for _ in range(2)
     ]
     return spool, allocators
@@ -254,11 +302,12 @@ def _wait_for(numbers, lock, count):
         time.sleep(0.01)
 
 
-def test_no_number_twice_across_a_redis_restarted_empty(session_factory, tmp_path):
+@pytest.mark.parametrize("block", [1, 4])  # blocks of 4: two processes hold 8 < the gap of 10
+def test_no_number_twice_across_a_redis_restarted_empty(session_factory, block, tmp_path):
     from tests.servers import throwaway_redis
 
     with throwaway_redis(appendonly=True) as server:
-        spool, allocators = _two_processes(server, session_factory, tmp_path)
+        spool, allocators = _two_processes(server, session_factory, tmp_path, block=block)
 
         def chaos(numbers, lock):
             _wait_for(numbers, lock, 60)
@@ -273,11 +322,12 @@ def test_no_number_twice_across_a_redis_restarted_empty(session_factory, tmp_pat
     assert all(is_ticket_number(n) for n in numbers)
 
 
-def test_no_number_twice_across_a_redis_back_from_an_old_state(session_factory, tmp_path, caplog):
+@pytest.mark.parametrize("block", [1, 4])  # blocks of 4: two processes hold 8 < the gap of 10
+def test_no_number_twice_across_a_redis_back_from_an_old_state(session_factory, block, tmp_path, caplog):
     from tests.servers import throwaway_redis
 
     with throwaway_redis(appendonly=True) as server:
-        spool, allocators = _two_processes(server, session_factory, tmp_path)
+        spool, allocators = _two_processes(server, session_factory, tmp_path, block=block)
 
         def chaos(numbers, lock):
             _wait_for(numbers, lock, 40)
@@ -291,13 +341,14 @@ def test_no_number_twice_across_a_redis_back_from_an_old_state(session_factory, 
     assert len(set(numbers)) == len(numbers), sorted(n for n in numbers if numbers.count(n) > 1)
 
 
-def test_two_processes_that_wrote_nothing_anywhere_never_share_a_number(session_factory, tmp_path):
+@pytest.mark.parametrize("block", [1, 20])  # two blocks of 20: 40 < the gap of 50
+def test_two_processes_that_wrote_nothing_anywhere_never_share_a_number(session_factory, block, tmp_path):
     """Two processes' allocators, no ticket in the database or the spool, Redis back from an old state
     between two calls: the floor each one keeps covers its own numbers, the reseed gap the other's."""
     from tests.servers import throwaway_redis
 
     with throwaway_redis(appendonly=True) as server:
-        _, (a, b) = _two_processes(server, session_factory, tmp_path, reseed_gap=50)
+        _, (a, b) = _two_processes(server, session_factory, tmp_path, reseed_gap=50, block=block)
         a._spool = b._spool = None  # no spool either: only what each process handed out
         given = [x.next(NOW) for _ in range(30) for x in (a, b)]
         old = server.snapshot()
