@@ -85,6 +85,7 @@ class Settings:
     ticket_db_pause: float = 5.0  # after the database failed a save, saves go to the spool this long
     ticket_spool_replay_seconds: float = 2.0  # how often a process replays its spool while it holds tickets
     ticket_redis_pause: float = 10.0  # after Redis failed, ticket numbers come from the database this long
+    ticket_save_linger: float = 0.05  # a ticket save waits this long for others to share its transaction
     ticket_number_block: int = 16  # per process: Redis ticket numbers taken at a time (1: one per call, in order)
     stale_call_margin_seconds: float = 30.0  # a ticket in_ivr this long past agi_session_timeout lost its handler
     stale_call_check_seconds: float = 15.0  # how often the worker looks for such tickets
@@ -224,6 +225,9 @@ def _check(s: Settings) -> None:
         _check_redis_url(s.redis_url)
     if not 0 <= s.node_id <= 99:
         raise ConfigError(f"node_id must be a whole number from 0 to 99, got {s.node_id}")
+    if s.ticket_save_linger > 1:
+        raise ConfigError(f"ticket_save_linger must be at most 1 second (it is how long a save may wait in "
+                          f"memory), got {s.ticket_save_linger}")
     if not 1 <= s.ticket_number_block <= 100:
         raise ConfigError(f"ticket_number_block must be a whole number from 1 to 100, got {s.ticket_number_block}")
     if s.agi_processes < 0:
@@ -235,7 +239,8 @@ def _check(s: Settings) -> None:
                  "stale_call_check_seconds"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds, got {getattr(s, name)}")
-    for name in ("database_statement_timeout", "ticket_db_pause", "ticket_redis_pause", "stale_call_margin_seconds"):
+    for name in ("database_statement_timeout", "ticket_db_pause", "ticket_redis_pause", "stale_call_margin_seconds",
+                 "ticket_save_linger"):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be 0 or more seconds, got {getattr(s, name)}")
     if s.region.upper() not in phonenumbers.SUPPORTED_REGIONS:

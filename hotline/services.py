@@ -92,7 +92,8 @@ class Services:
             return make_enqueue(Queue(s.rq_queue, connection=self.redis))(data)
 
         return TicketWriter(self.tickets, enqueue, spool_path_for(s.data_dir), threads=s.ticket_io_threads,
-                            db_pause=s.ticket_db_pause, on_outcome=lambda how: _WRITES.labels(how).inc())
+                            linger=s.ticket_save_linger, db_pause=s.ticket_db_pause,
+                            on_outcome=lambda how: _WRITES.labels(how).inc())
 
     @functools.cached_property
     def ticket_numbers(self) -> TicketNumberAllocator:

@@ -55,6 +55,7 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_DB_PAUSE = 5.0
 DEFAULT_REPLAY_INTERVAL = 2.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
+DEFAULT_LINGER = 0.05
 BATCH_SIZE = 32  # snapshots a worker thread saves in one transaction
 
 
@@ -110,7 +111,8 @@ class TicketWriter:
     ``enqueue(data)`` (optional) durably queues a snapshot dict for a retry (jobs.tickets.make_enqueue) or
     raises, used only when the disk refuses the spool.
 
-    ``threads`` and ``queue_size`` bound ``save_later``; ``db_pause`` is the breaker's pause;
+    ``threads`` and ``queue_size`` bound ``save_later``; ``linger``: how long a snapshot handed to
+    ``save_later`` may wait for others to share its transaction (0: none); ``db_pause`` is the breaker's pause;
     ``on_outcome(how)`` (optional) is told how each save ended ("saved", "spooled", "deferred", "lost"),
     e.g. for a metric.
     """
@@ -123,6 +125,7 @@ class TicketWriter:
         *,
         threads: int = DEFAULT_THREADS,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        linger: float = DEFAULT_LINGER,
         db_pause: float = DEFAULT_DB_PAUSE,
         clock: Callable[[], float] = time.monotonic,
         on_outcome: Callable[[str], Any] | None = None,
@@ -138,6 +141,9 @@ class TicketWriter:
         self._cond = threading.Condition()
         # Oldest first, one per ticket: a newer revision replaces the one still waiting (see save_later).
         self._pending: dict[str, TicketSnapshot] = {}
+        self._arrived: dict[str, float] = {}  # number -> when it joined _pending (clock), for the linger
+        self._linger = max(0.0, linger)
+        self._clock = clock
         self._in_flight: dict[int, list[TicketSnapshot]] = {}  # per worker thread: the batch it saves
         self._numbers_in_flight: set[str] = set()
         self._workers: list[threading.Thread] = []
@@ -234,9 +240,13 @@ class TicketWriter:
                 if waiting is not None and not _same_ticket(waiting, snapshot):
                     reason = "another ticket with its number is waiting to be saved"  # the store sets it aside
                 elif not self._closed and (waiting is not None or len(self._pending) < self._queue_size):
+                    first = not self._pending
                     self._pending[snapshot.number] = snapshot if waiting is None else _newest(waiting, snapshot)
+                    self._arrived.setdefault(snapshot.number, self._clock())
                     self._start_workers()
-                    if self._may_start_batch():  # else the batch in flight wakes a worker when it ends
+                    # The first snapshot starts a worker's linger; a full batch goes at once. Others wait for
+                    # the linger or the batch in flight to end, which wakes a worker itself.
+                    if first or len(self._pending) >= BATCH_SIZE:
                         self._cond.notify()
                     return
                 else:
@@ -270,11 +280,13 @@ class TicketWriter:
         token = threading.get_ident()
         while True:
             with self._cond:
-                while not (self._may_start_batch() and (numbers := self._ready())):
+                while not ((wait := self._batch_wait()) == 0.0 and (numbers := self._ready())):
                     if self._closed and not self._pending:
                         return  # closed and nothing left
-                    self._cond.wait()
+                    self._cond.wait(wait)
                 batch = [self._pending.pop(number) for number in numbers]
+                for number in numbers:
+                    self._arrived.pop(number, None)
                 self._in_flight[token] = batch
                 self._numbers_in_flight.update(numbers)
             try:
@@ -287,14 +299,24 @@ class TicketWriter:
                     self._numbers_in_flight.difference_update(numbers)
                     self._cond.notify_all()
 
-    def _may_start_batch(self) -> bool:  # with self._cond held
-        """Whether a worker should take a batch now: when none is being saved, or when a full batch waits.
+    def _batch_wait(self) -> float | None:  # with self._cond held
+        """0.0 when a worker should take a batch now, else how long to wait (None: until woken).
 
-        Snapshots that arrive while a batch is saved wait for the next one, so under load the batches
-        grow (one statement per kind of write for the whole batch) instead of every save waking a worker
-        for a batch of one; the other workers join only when a full batch is waiting (a slow database).
+        A batch starts when a full one waits, or when none is being saved and the oldest waiting snapshot
+        has lingered ``linger`` seconds (at once when closing). Snapshots that arrive meanwhile share its
+        transaction: under load the batches grow (one statement per kind of write for the whole batch)
+        instead of every save waking a worker for a batch of one or two, which cost the call path more
+        CPU than anything else it stores (bench/agi_calls.py). The other workers join only when a full
+        batch waits (a slow database).
         """
-        return not self._in_flight or len(self._pending) >= BATCH_SIZE
+        if len(self._pending) >= BATCH_SIZE:
+            return 0.0
+        if self._in_flight or not self._pending:
+            return None
+        if self._closed or not self._linger:
+            return 0.0
+        left = self._arrived.get(next(iter(self._pending)), 0.0) + self._linger - self._clock()
+        return 0.0 if left <= 0 else left
 
     def _ready(self) -> list[str]:  # with self._cond held
         """Up to BATCH_SIZE waiting tickets, oldest first, that no other worker is saving now."""
@@ -364,6 +386,7 @@ class TicketWriter:
         with self._cond:
             snapshots = list(self._pending.values()) + [s for batch in self._in_flight.values() for s in batch]
             self._pending.clear()
+            self._arrived.clear()
         kept = sum(1 for snapshot in snapshots if self._keep_or_log(snapshot))
         if snapshots:
             log.warning("ticket writer drained: %d snapshot(s) pending in memory spooled to %s (%d not kept)",

@@ -67,6 +67,8 @@ def test_bad_files_get_clear_errors(tmp_path):
     ({"HOTLINE_WEB_THREADS": "0"}, "web_threads must be at least 1"),
     ({"HOTLINE_TICKET_IO_THREADS": "0"}, "ticket_io_threads must be at least 1"),
     ({"HOTLINE_TICKET_NUMBER_BLOCK": "0"}, "ticket_number_block must be a whole number from 1 to 100"),
+    ({"HOTLINE_TICKET_SAVE_LINGER": "5"}, "ticket_save_linger must be at most 1 second"),
+    ({"HOTLINE_TICKET_SAVE_LINGER": "-0.1"}, "ticket_save_linger must be 0 or more seconds"),
     ({"HOTLINE_TICKET_NUMBER_BLOCK": "500"}, "ticket_number_block must be a whole number from 1 to 100"),
     ({"HOTLINE_WEB_MAX_BODY_BYTES": "0"}, "web_max_body_bytes must be at least 1"),
     ({"HOTLINE_REGION": "XX"}, "region must be a two-letter region code"),

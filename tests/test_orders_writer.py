@@ -728,3 +728,39 @@ def test_two_revisions_of_one_ticket_are_never_saved_at_once(store, tmp_path):
     assert overlaps == []
     assert [r for n, r in saved if n == "2026112800531"] == [1, 2]
     assert store.get("2026112800531").revision == 2
+
+
+def test_saves_linger_to_share_a_transaction_and_a_full_batch_goes_at_once(store, tmp_path):
+    """A save waits up to ``linger`` for others; a full batch does not wait (an hour's linger proves it)."""
+    from orders.writer import BATCH_SIZE
+
+    batches = []
+    real = store.save_many
+    store.save_many = lambda snapshots: batches.append(len(snapshots)) or real(snapshots)
+    writer = TicketWriter(store, None, tmp_path / "spool.jsonl", linger=3600)
+    try:
+        for i in range(BATCH_SIZE - 1):
+            writer.save_later(make_snapshot(f"20261128007{i:02d}", uniqueid=f"1764297000.7{i:02d}"))
+        assert writer.pending() == BATCH_SIZE - 1 and not batches  # lingering: nothing saved yet
+        writer.save_later(make_snapshot("2026112800799", uniqueid="1764297000.799"))
+        assert writer.wait_idle(10)
+        assert batches == [BATCH_SIZE] and store.get("2026112800700") is not None
+    finally:
+        writer.close()
+
+
+def test_closing_saves_what_lingers_at_once(store, tmp_path):
+    writer = TicketWriter(store, None, tmp_path / "spool.jsonl", linger=3600)
+    for i in range(3):
+        writer.save_later(make_snapshot(f"20261128008{i:02d}", uniqueid=f"1764297000.8{i:02d}"))
+    assert writer.close(timeout=10) == 0  # saved by the workers, nothing left to spool
+    assert all(store.get(f"20261128008{i:02d}") is not None for i in range(3))
+
+
+def test_without_a_linger_a_save_goes_at_once(store, tmp_path):
+    writer = TicketWriter(store, None, tmp_path / "spool.jsonl", linger=0)
+    try:
+        writer.save_later(make_snapshot("2026112800900"))
+        assert writer.wait_idle(10) and store.get("2026112800900") is not None
+    finally:
+        writer.close()
