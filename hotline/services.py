@@ -167,6 +167,9 @@ class Services:
             broker.close()  # the receipts it still holds in memory: written, or spooled
         for close in reversed(self._closing):
             close()
+        tickets = self.__dict__.get("tickets")
+        if tickets is not None:
+            tickets.close()
         self.engine.dispose()
         if self._redis is not None:
             self._redis.connection_pool.disconnect()

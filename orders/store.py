@@ -17,6 +17,7 @@ so any snapshot the handler did manage to keep (a spool replay) still wins over 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -107,6 +108,9 @@ class TicketStore:
     def __init__(self, session_factory: sessionmaker) -> None:
         self._session_factory = session_factory
         self._engine = session_factory.kw["bind"]
+        self._readers = threading.local()  # per thread: a connection kept for the call path's lookup
+        self._all_readers: list[Connection] = []  # every thread's, for close()
+        self._readers_lock = threading.Lock()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -320,8 +324,36 @@ class TicketStore:
             return False
         now = now or datetime.now(timezone.utc)
         params = {"caller": caller_e164, "since": now - within, "exclude": exclude_number or ""}
-        with database_errors("looking up a caller's recent tickets"), self._engine.connect() as conn:
-            return conn.execute(_RECENT_CALLER, params).first() is not None
+        with database_errors("looking up a caller's recent tickets"):
+            conn = self._reader()
+            try:
+                return conn.execute(_RECENT_CALLER, params).first() is not None
+            except sa_exc.SQLAlchemyError:
+                self._readers.conn = None  # broken or in doubt: the next lookup takes a fresh one
+                conn.close()
+                raise
+
+    def _reader(self) -> Connection:
+        """This thread's autocommit connection for the lookup every call makes. Taking a connection from
+        the pool and giving it back cost more than the query (bench/agi_calls.py); autocommit, so no
+        transaction stays open between calls."""
+        conn = getattr(self._readers, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._readers.conn = conn
+            with self._readers_lock:
+                self._all_readers = [c for c in self._all_readers if not c.closed] + [conn]
+        return conn
+
+    def close(self) -> None:
+        """Give back the connections the lookups keep (the engine's dispose() cannot: they are checked out)."""
+        with self._readers_lock:
+            readers, self._all_readers = self._all_readers, []
+        for conn in readers:
+            try:
+                conn.close()
+            except sa_exc.SQLAlchemyError:
+                pass
 
     def search(self, filters: TicketFilter) -> tuple[list[TicketView], int]:
         """Tickets matching ``filters``, newest first, one page of them, and how many match in all."""

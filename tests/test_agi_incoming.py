@@ -6,6 +6,7 @@ the machine's Redis.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -165,7 +166,6 @@ def test_odd_and_withheld_callers_still_get_a_ticket(hotline, number, kind):
 
 
 def test_no_menu_profile_sends_callers_straight_to_an_agent(settings, engine, session_factory, redis_conn):
-    import dataclasses
     services, server = _start(dataclasses.replace(settings, menu="no-menu"), engine, session_factory, redis_conn)
     try:
         result = place_call(Caller(keys=[]), *server.address)
@@ -188,8 +188,10 @@ def test_database_down_the_call_routes_and_the_ticket_is_written_once_when_it_is
         settings, engine, session_factory, redis_conn):
     """No ticket lost, none doubled: both revisions go to the spool and are applied once it replays."""
     down_engine = make_engine("postgresql://postgres@127.0.0.1:1/none", pool_timeout=1, connect_timeout=1)
-    services = Services(settings=settings, engine=down_engine, session_factory=make_session_factory(down_engine),
-                        _redis=redis_conn)
+    # No linger: each revision is saved (here: spooled) on its own, as when the caller spends a while in
+    # the menu, rather than the newer replacing the older while it waits in memory.
+    services = Services(settings=dataclasses.replace(settings, ticket_save_linger=0), engine=down_engine,
+                        session_factory=make_session_factory(down_engine), _redis=redis_conn)
     # Ticket numbers come from Redis; its seed would need the (down) database, so seed it now.
     TicketNumberAllocator(redis_conn, session_factory).next(datetime.now(timezone.utc))
     server = build_server(services)
@@ -261,7 +263,6 @@ def test_the_classic_process_per_call_script_runs_the_same_handler(settings, eng
 
 def test_a_session_past_its_time_budget_still_queues_the_caller(settings, engine, session_factory, redis_conn):
     """The budget ends the menu, not the call: the caller goes to the default queue and the ticket says so."""
-    import dataclasses
     services, server = _start(dataclasses.replace(settings, agi_session_timeout=0.001), engine, session_factory,
                               redis_conn)
     try:

@@ -405,3 +405,20 @@ def test_batches_end_where_saving_one_by_one_ends(store, steps, cuts):
 
 
 _RUNS = itertools.count(random.randrange(10000))
+
+
+def test_the_repeat_caller_lookup_survives_a_dropped_connection(store):
+    """The lookup keeps a connection per thread: one that broke is replaced, not reused for ever."""
+    from orders.errors import StorageError
+
+    store.save(make_snapshot("2026112800601", caller="13900139000"))
+    later = T0 + timedelta(hours=1)
+    assert store.called_recently("+8613900139000", timedelta(hours=24), now=later)
+    store._reader().connection.dbapi_connection.close()  # the server dropped it under us
+    with pytest.raises(StorageError):
+        store.called_recently("+8613900139000", timedelta(hours=24), now=later)
+    assert store.called_recently("+8613900139000", timedelta(hours=24), now=later)
+    assert not store.called_recently("+8613900139000", timedelta(hours=24), now=later, exclude_number="2026112800601")
+    kept = store._reader()
+    store.close()  # gives the kept connections back
+    assert kept.closed and store.called_recently("+8613900139000", timedelta(hours=24), now=later)
