@@ -59,7 +59,7 @@ class Settings:
     agi_max_busy: int = 16  # per process: sessions running handler code at once before new calls are shed
     agi_allowed_hosts: tuple[str, ...] = ("127.0.0.0/8", "::1")  # IPs or CIDR networks Asterisk connects from
     agi_metrics_port: int = 9573  # Prometheus metrics of the FastAGI server (0: off)
-    ticket_io_threads: int = 4  # per FastAGI process: database work beside the IVR (SQLite: one writer anyway)
+    ticket_io_threads: int = 4  # per process: ticket writer threads (beyond the first, only behind a slow database)
 
     web_host: str = "127.0.0.1"
     web_port: int = 8080

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 from agi_scripts.handlers.agent import AgentPhone
 from agi_scripts.handlers.incoming import IncomingCall
@@ -21,10 +19,9 @@ def build_incoming(services: Services) -> IncomingCall:
     """The ``incoming`` handler over this process's storage, menu and routing rules."""
     s = services.settings
     return IncomingCall(engine=Engine(load_menu(s.menu)), rules=RoutingRules.from_settings(s),
-                        tickets=services.tickets, writer=services.writer,
-                        numbers=services.ticket_numbers,
-                        region=s.region, local_area_code=s.local_area_code or None, repeat_window=timedelta(hours=s.repeat_caller_hours),
-                        background=ThreadPoolExecutor(s.ticket_io_threads, thread_name_prefix="ticket-io"))
+                        tickets=services.tickets, writer=services.writer, numbers=services.ticket_numbers,
+                        repeat_callers=services.repeat_callers, region=s.region,
+                        local_area_code=s.local_area_code or None)
 
 
 def build_registry(services: Services) -> HandlerRegistry:

@@ -21,6 +21,7 @@ from hotline.redis_conn import connect_redis
 from jobs.tickets import make_enqueue
 from orders.cases import Casework
 from orders.departments import DepartmentStore
+from orders.repeat_callers import RepeatCallers
 from orders.store import TicketStore
 from orders.ticket_numbers import TicketNumberAllocator
 from orders.working_days import WorkingCalendar
@@ -58,6 +59,11 @@ class Services:
     def tickets(self) -> TicketStore:
         """The ticket store over this process's database."""
         return TicketStore(self.session_factory)
+
+    @functools.cached_property
+    def repeat_callers(self) -> RepeatCallers:
+        """Whether a caller called in the last repeat_caller_hours, answered for many calls at a time."""
+        return RepeatCallers(self.tickets, timedelta(hours=self.settings.repeat_caller_hours))
 
     @functools.cached_property
     def casework(self) -> Casework:
@@ -167,6 +173,9 @@ class Services:
             broker.close()  # the receipts it still holds in memory: written, or spooled
         for close in reversed(self._closing):
             close()
+        repeat_callers = self.__dict__.get("repeat_callers")
+        if repeat_callers is not None:
+            repeat_callers.close()
         tickets = self.__dict__.get("tickets")
         if tickets is not None:
             tickets.close()

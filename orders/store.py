@@ -63,6 +63,8 @@ _INSERT_TICKETS = _T.insert().returning(_T.c.number, _T.c.id)  # rows in any ord
 _INSERT_CALL = _C.insert()
 _UPDATE_OWN_CALL = _C.update().where(_C.c.uniqueid == bindparam("_uniqueid"), _C.c.ticket_id == bindparam("_ticket_id"))
 # Run on every call, beside the IVR: built once, on a plain connection (no ORM session). "" matches no number.
+_RECENT_TICKETS = select(_T.c.caller_e164, _T.c.number, _T.c.created_at).where(
+    _T.c.caller_e164.in_(bindparam("callers", expanding=True)), _T.c.created_at >= bindparam("since"))
 _RECENT_CALLER = (select(_T.c.id).where(_T.c.caller_e164 == bindparam("caller"), _T.c.created_at >= bindparam("since"),
                                         _T.c.number != bindparam("exclude")).limit(1))
 # The compare-and-set on the revision; the SET clause comes from the parameters given at execution. A call-phase
@@ -330,6 +332,20 @@ class TicketStore:
                 return conn.execute(_RECENT_CALLER, params).first() is not None
             except sa_exc.SQLAlchemyError:
                 self._readers.conn = None  # broken or in doubt: the next lookup takes a fresh one
+                conn.close()
+                raise
+
+    def recent_tickets(self, callers: Sequence[str], since: datetime) -> list[tuple[str, str, datetime]]:
+        """(caller, number, created_at) of every ticket these callers (E.164) opened at or after ``since``."""
+        if not callers:
+            return []
+        params = {"callers": sorted(set(callers)), "since": since}
+        with database_errors("looking up callers' recent tickets"):
+            conn = self._reader()
+            try:
+                return [tuple(row) for row in conn.execute(_RECENT_TICKETS, params)]
+            except sa_exc.SQLAlchemyError:
+                self._readers.conn = None
                 conn.close()
                 raise
 

@@ -478,3 +478,17 @@ def test_the_fallback_hands_the_caller_on_before_waiting_for_the_ticket_save(hot
     ticket = hotline.services.tickets.get(result.ticket)
     assert (ticket.status, ticket.call.outcome) == ("queued", "fallback")
     assert (ticket.language, ticket.ivr_path) == ("zh-CN", "language:1>main:4>status:number")
+
+
+def test_a_caller_who_called_within_a_day_is_queued_one_priority_higher(settings, engine, session_factory, redis_conn):
+    services, server = _start(settings, engine, session_factory, redis_conn)
+    try:
+        first = place_call(Caller(number="13600136000", keys=["1", "1"]), *server.address)
+        assert server.wait_idle(20) and services.writer.wait_idle(20)  # the first ticket is stored
+        again = place_call(Caller(number="13600136000", keys=["1", "1"]), *server.address)
+        other = place_call(Caller(number="13600136001", keys=["1", "1"]), *server.address)
+        assert server.wait_idle(20)
+    finally:
+        server.shutdown(grace=5)
+        services.close()
+    assert [_vars(r)["HOTLINE_PRIORITY"] for r in (first, again, other)] == ["1", "2", "1"]

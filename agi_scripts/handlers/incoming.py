@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 from agi_scripts import variables
@@ -46,14 +46,13 @@ def _utcnow() -> datetime:
 class IncomingCall:
     engine: Engine
     rules: RoutingRules
-    tickets: object  # orders.store.TicketStore: status_of, called_recently
+    tickets: object  # orders.store.TicketStore: status_of
     writer: object  # orders.writer.TicketWriter: save_later
     numbers: object  # orders.ticket_numbers.TicketNumberAllocator: next
+    repeat_callers: object  # orders.repeat_callers.RepeatCallers: ask
     region: str = "CN"
     local_area_code: str | None = None  # reads a caller's local landline number without its area code
-    repeat_window: timedelta = timedelta(hours=24)
     clock: Callable[[], datetime] = _utcnow
-    background: Executor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="ticket-io"))
 
     def handle(self, agi: HotlineAGI) -> None:
         env = agi.environment
@@ -72,7 +71,7 @@ class IncomingCall:
                     ticket = dataclasses.replace(ticket, linkedid=linkedid)
                 # Database work runs beside the IVR, not between the caller's key presses.
                 self.writer.save_later(ticket)
-                repeat = self.background.submit(self._repeat_caller, caller, ticket.number)
+                repeat = self.repeat_callers.ask(caller.e164, ticket.number, self.clock())
             state = run_ivr(agi, self.engine, self._status_of, progress.note)
             if state.route is not None and not state.abandoned:
                 choice = self.rules.choose(state.language, state.route.category, state.route.urgency,
@@ -144,13 +143,6 @@ class IncomingCall:
             return self.tickets.status_of(number)
         except StorageError:
             return None
-
-    def _repeat_caller(self, caller: CallerNumber, number: str) -> bool:
-        try:
-            return self.tickets.called_recently(caller.e164, self.repeat_window, now=self.clock(),
-                                                exclude_number=number)
-        except StorageError:
-            return False
 
     def _hand_to_queue(self, agi: HotlineAGI, choice: QueueChoice) -> bool:
         """Set the queue variables; False when a ``HANGUP`` came first (the caller never reaches the queue)."""
