@@ -165,19 +165,6 @@ def test_a_revision_written_between_our_read_and_our_write_wins(store, engine):
     assert (view.revision, view.ivr_path) == (3, "rival")
 
 
-def test_called_recently(store):
-    store.save(make_snapshot(number="2026112800001", created_at=T0))
-    store.save(make_snapshot(number="2026112800002", caller="13900139000", created_at=T0 - timedelta(hours=30),
-                             uniqueid="1.2"))
-    now = T0 + timedelta(hours=2)
-    assert store.called_recently(MOBILE, timedelta(hours=24), now=now)
-    assert not store.called_recently(MOBILE, timedelta(hours=1), now=now)
-    assert not store.called_recently(MOBILE, timedelta(hours=24), now=now, exclude_number="2026112800001")
-    assert not store.called_recently("+8613900139000", timedelta(hours=24), now=now)
-    assert store.called_recently("+8613900139000", timedelta(hours=48), now=now)
-    assert not store.called_recently(None, timedelta(hours=24), now=now)
-
-
 def test_search(store):
     for i in range(12):
         store.save(make_snapshot(
@@ -220,7 +207,7 @@ def test_unreachable_database_raises_storage_unavailable(database_url, tmp_path)
     try:
         for call in (lambda: store_.save(make_snapshot()), lambda: store_.get("1"), lambda: store_.status_of("1"),
                      lambda: store_.search(TicketFilter()),
-                     lambda: store_.called_recently(MOBILE, timedelta(hours=1))):
+                     lambda: store_.recent_tickets([MOBILE], T0)):
             with pytest.raises(StorageUnavailable) as err:
                 call()
             assert "13800138000" not in str(err.value) and err.value.__cause__ is None
@@ -408,17 +395,16 @@ _RUNS = itertools.count(random.randrange(10000))
 
 
 def test_the_repeat_caller_lookup_survives_a_dropped_connection(store):
-    """The lookup keeps a connection per thread: one that broke is replaced, not reused for ever."""
+    """The lookup keeps its connection: one that broke is replaced, not reused for ever."""
     from orders.errors import StorageError
 
     store.save(make_snapshot("2026112800601", caller="13900139000"))
-    later = T0 + timedelta(hours=1)
-    assert store.called_recently("+8613900139000", timedelta(hours=24), now=later)
+    seen = [("+8613900139000", "2026112800601")]
+    assert [row[:2] for row in store.recent_tickets(["+8613900139000"], T0)] == seen
     store._reader().connection.dbapi_connection.close()  # the server dropped it under us
     with pytest.raises(StorageError):
-        store.called_recently("+8613900139000", timedelta(hours=24), now=later)
-    assert store.called_recently("+8613900139000", timedelta(hours=24), now=later)
-    assert not store.called_recently("+8613900139000", timedelta(hours=24), now=later, exclude_number="2026112800601")
+        store.recent_tickets(["+8613900139000"], T0)
+    assert [row[:2] for row in store.recent_tickets(["+8613900139000"], T0)] == seen
     kept = store._reader()
     store.close()  # gives the kept connections back
-    assert kept.closed and store.called_recently("+8613900139000", timedelta(hours=24), now=later)
+    assert kept.closed and [row[:2] for row in store.recent_tickets(["+8613900139000"], T0)] == seen
