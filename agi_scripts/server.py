@@ -146,7 +146,7 @@ class ServerLimits:
     read_timeout: float = 60.0  # longest wait for one line from Asterisk, and for the whole agi_* block
     session_timeout: float = 900.0
     drain_timeout: float = 2.0
-    max_busy: int = 16  # sessions running handler code at once beyond which new connections are shed
+    max_busy: int = 8  # sessions running handler code at once beyond which new connections are shed
     allowed_hosts: tuple = LOOPBACK  # IPs and CIDR networks Asterisk may connect from
 
     def __post_init__(self) -> None:

@@ -56,7 +56,7 @@ class Settings:
     agi_max_sessions: int = 2000  # per process
     agi_read_timeout: float = 60.0  # longest wait for one reply from Asterisk
     agi_session_timeout: float = 900.0  # longest a single AGI session may last
-    agi_max_busy: int = 16  # per process: sessions running handler code at once before new calls are shed
+    agi_max_busy: int = 8  # per process: sessions running handler code at once before new calls are shed
     agi_allowed_hosts: tuple[str, ...] = ("127.0.0.0/8", "::1")  # IPs or CIDR networks Asterisk connects from
     agi_metrics_port: int = 9573  # Prometheus metrics of the FastAGI server (0: off)
     ticket_io_threads: int = 4  # per process: ticket writer threads (beyond the first, only behind a slow database)

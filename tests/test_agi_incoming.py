@@ -56,9 +56,11 @@ def _start(settings, engine, session_factory, redis_conn):
 
 @pytest.fixture
 def settings(database_url, tmp_path):
+    # agi_max_busy: calls placed at once here must all be served, whatever their timing (shedding is
+    # tests/test_agi_abuse.py's).
     return load_settings(environ={}, data_dir=tmp_path, database_url=database_url, redis_url=REDIS_URL,
                          rq_queue="test-" + uuid.uuid4().hex[:8], agi_port=0, agi_read_timeout=10,
-                         sounds_dir=tmp_path / "sounds")
+                         sounds_dir=tmp_path / "sounds", agi_max_busy=64)
 
 
 @pytest.fixture

@@ -131,6 +131,9 @@ class Hotline:
             "HOTLINE_AGI_HOST": LOOPBACK,
             "HOTLINE_AGI_PORT": str(self.agi_port),
             "HOTLINE_AGI_PROCESSES": "1",
+            # These suites place streams of calls at once to test faults, not shedding (tests/test_agi_abuse.py
+            # does): a bound above any stream's size keeps a burst of arrivals from being shed by its timing.
+            "HOTLINE_AGI_MAX_BUSY": "64",
             "HOTLINE_AGI_METRICS_PORT": "0",
             "HOTLINE_AGI_READ_TIMEOUT": "10",
             "HOTLINE_AGI_SESSION_TIMEOUT": "30",
