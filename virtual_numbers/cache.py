@@ -83,6 +83,18 @@ for i = 2, last do redis.call('SET', KEYS[i], ARGV[3], 'EX', ARGV[2]) end
 return 1
 """
 
+def _generation_and_refusal(generation_key: str, refusal_key: str, fresh: str, ttl: str) -> str:
+    """Lua that sets ``gen`` to X's generation (made ``fresh`` if X has none, for ``ttl``) and ``no`` to the
+    refusal cached under that generation, or false: the part _LOOKUP and _REFUSAL share."""
+    return f"""local gen = redis.call('GET', {generation_key})
+if not gen then
+  gen = {fresh}
+  redis.call('SET', {generation_key}, gen, 'EX', {ttl})
+end
+local no = redis.call('GET', {refusal_key})
+if no and string.sub(no, 1, #gen + 1) == gen .. '|' then no = string.sub(no, #gen + 2) else no = false end"""
+
+
 # KEYS: the pair or extension key, X's generation, the refusal key, the call's note key.
 # ARGV: the prefix of binding keys, a fresh generation (X has none), its TTL, the note (without the
 # binding id; '': none), the note's TTL. Returns {binding id, its data} when the key points to a live
@@ -96,26 +108,13 @@ if id then
     return {id, data}
   end
 end
-local gen = redis.call('GET', KEYS[2])
-if not gen then
-  gen = ARGV[2]
-  redis.call('SET', KEYS[2], gen, 'EX', ARGV[3])
-end
-local no = redis.call('GET', KEYS[3])
-if no and string.sub(no, 1, #gen + 1) == gen .. '|' then no = string.sub(no, #gen + 2) else no = false end
+""" + _generation_and_refusal("KEYS[2]", "KEYS[3]", "ARGV[2]", "ARGV[3]") + """
 return {id or false, false, gen, no}
 """
 
 # KEYS: X's generation, the refusal key. ARGV: a fresh generation (X has none), its TTL.
 # Returns {X's generation, the refusal or false}.
-_REFUSAL = """
-local gen = redis.call('GET', KEYS[1])
-if not gen then
-  gen = ARGV[1]
-  redis.call('SET', KEYS[1], gen, 'EX', ARGV[2])
-end
-local no = redis.call('GET', KEYS[2])
-if no and string.sub(no, 1, #gen + 1) == gen .. '|' then no = string.sub(no, #gen + 2) else no = false end
+_REFUSAL = _generation_and_refusal("KEYS[1]", "KEYS[2]", "ARGV[1]", "ARGV[2]") + """
 return {gen, no}
 """
 
